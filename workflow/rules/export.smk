@@ -1,0 +1,34 @@
+rule adapter:
+    """Convert the final checkpoint to a Hugging Face (PEFT) adapter: xtuner pth_to_hf."""
+    input:
+        config=XTUNER_CONFIG,
+        checkpoint=CHECKPOINT,
+    output:
+        adapter=directory(ADAPTER),
+    params:
+        fp32=config["adapter"]["fp32"],
+        max_shard_size=config["adapter"]["max_shard_size"],
+    log:
+        "logs/adapter.log",
+    benchmark:
+        "benchmarks/adapter.tsv"
+    script:
+        "../scripts/adapter.py"
+
+
+rule merge:
+    """Merge the adapter into the base model: xtuner convert merge -> results/final_model."""
+    input:
+        model=BASE_MODEL,
+        adapter=ADAPTER,
+    output:
+        model=directory(FINAL_MODEL),
+    params:
+        device=config["merge"]["device"],
+        max_shard_size=config["merge"]["max_shard_size"],
+    log:
+        "logs/merge.log",
+    benchmark:
+        "benchmarks/merge.tsv"
+    script:
+        "../scripts/merge.py"

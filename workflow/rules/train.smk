@@ -1,0 +1,21 @@
+rule train:
+    """Train with XTuner (python -m xtuner.tools.train); publish the final checkpoint as a stable handle."""
+    input:
+        config=XTUNER_CONFIG,
+        data=DATASET,
+        model=BASE_MODEL,
+    output:
+        checkpoint=checkpoint_output(),
+    params:
+        work_dir=WORK_DIR,
+        deepspeed=TRAIN["deepspeed"],
+        gpus=TRAIN["gpus"],
+        warmup_ratio=XT["warmup_ratio"],
+    resources:
+        gpu=gpus_for(XT["device"]),
+    log:
+        "logs/train.log",
+    benchmark:
+        "benchmarks/train.tsv"
+    script:
+        "../scripts/train.py"

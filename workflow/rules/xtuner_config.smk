@@ -1,0 +1,16 @@
+rule xtuner_config:
+    """Write the XTuner config: a built-in config with config.yaml's values patched in."""
+    input:
+        model=BASE_MODEL,
+    output:
+        config=XTUNER_CONFIG,
+    params:
+        base_config=XT["base_config"],
+        data=DATASET,
+        xtuner={k: v for k, v in XT.items() if k != "base_config"},
+    log:
+        "logs/xtuner_config.log",
+    benchmark:
+        "benchmarks/xtuner_config.tsv"
+    script:
+        "../scripts/xtuner_config.py"

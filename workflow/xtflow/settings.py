@@ -1,0 +1,88 @@
+"""Validate the workflow config against its JSON schema, fill in defaults, check what a schema can't.
+
+Errors are one line naming the key: `config key 'xtuner.lr': -1 is not greater than 0`.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from xtflow.errors import XtflowError
+
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator that fills in `default` values of missing properties (jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator: Any, properties: dict, instance: Any, schema: dict) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _key(error: jsonschema.ValidationError) -> str:
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        path = ".".join(filter(None, [path, extra[0] if extra else ""]))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        return f"config key '{path}': unknown key (allowed here: {allowed})"
+    return f"config key '{path or '<top>'}': {error.message}"
+
+
+def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, Any]:
+    """Return a validated copy of `config` with defaults filled in; XtflowError names the bad key."""
+    schema = yaml.safe_load(schema_path.read_text(encoding="utf-8"))
+    cfg = copy.deepcopy(config) if config else {}
+    validator = _with_defaults(jsonschema.Draft7Validator)(schema)
+    # Validate twice: the first pass fills defaults, the second checks the filled-in result.
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if not errors:
+        errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise XtflowError(_key(errors[0]))
+    check_semantics(cfg)
+    return cfg
+
+
+def xtuner_builtin_configs() -> dict[str, Path]:
+    """XTuner's built-in configs by name, found on disk without importing xtuner (fast at parse time)."""
+    spec = importlib.util.find_spec("xtuner")
+    if spec is None or not spec.submodule_search_locations:
+        raise XtflowError("python package 'xtuner' is not installed in this environment (run `make setup`)")
+    root = Path(list(spec.submodule_search_locations)[0]) / "configs"
+    return {p.stem: p for p in root.rglob("*.py") if not p.name.startswith("_")}
+
+
+def check_semantics(cfg: dict[str, Any]) -> None:
+    """Rules that span several keys or need the installed XTuner."""
+    xt = cfg["xtuner"]
+    if xt["device"] == "cpu" and xt["load_in_4bit"]:
+        raise XtflowError("config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda; set it false on CPU")
+    if xt["device"] == "cpu" and xt["dtype"] != "float32":
+        raise XtflowError(f"config key 'xtuner.dtype': {xt['dtype']} training needs a GPU; use float32 with xtuner.device: cpu")
+    if cfg["train"]["deepspeed"] and xt["device"] != "cuda":
+        raise XtflowError("config key 'train.deepspeed': DeepSpeed needs xtuner.device: cuda")
+    if cfg["train"]["gpus"] > 1 and xt["device"] != "cuda":
+        raise XtflowError("config key 'train.gpus': more than one GPU needs xtuner.device: cuda")
+    if cfg["merge"]["device"] != "cpu" and xt["device"] == "cpu":
+        raise XtflowError("config key 'merge.device': a CPU run merges on cpu")
+    ds = cfg["dataset"]
+    if ds["records"] > 0 and not (ds["questions"]["en"] or ds["questions"]["zh"]):
+        raise XtflowError("config key 'dataset.questions': empty, but dataset.records asks for identity records")
+    if ds["records"] == 0 and not ds["files"]:
+        raise XtflowError("config key 'dataset.records': 0 and no dataset.files: the dataset would be empty")
+    if xt["base_config"] not in xtuner_builtin_configs():
+        raise XtflowError(f"config key 'xtuner.base_config': '{xt['base_config']}' is not an XTuner built-in config")

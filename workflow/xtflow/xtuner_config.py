@@ -1,0 +1,225 @@
+"""Write a runnable XTuner config: a built-in config with xtflow's settings patched in.
+
+This automates the tutorial's `xtuner copy-cfg` + hand edit. The result keeps the
+stock file's layout and comments; only the patched values change. It loads with
+mmengine's `Config.fromfile` and runs unchanged with `xtuner train` by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+from xtflow.errors import XtflowError
+from xtflow.pysource import PatchError, SourceEditor
+from xtflow.xtuner_compat import CPU_SHIM
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class XtunerSettings:
+    """The values patched into the base config (from config.yaml `xtuner:` and paths)."""
+
+    model_path: str
+    data_path: str
+    prompt_template: str
+    max_length: int
+    pack_to_max_length: bool
+    batch_size: int
+    accumulative_counts: int
+    max_epochs: int
+    lr: float
+    warmup_ratio: float
+    save_steps: int
+    save_total_limit: int
+    evaluation_freq: int
+    evaluation_inputs: list[str]
+    evaluation_max_new_tokens: int
+    system: str
+    seed: int
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    load_in_4bit: bool
+    dtype: str
+    device: str
+
+
+def builtin_config_path(name: str) -> Path:
+    """Path of an XTuner built-in config, by name (as `xtuner list-cfg` shows them)."""
+    from xtuner.configs import cfgs_name_path
+
+    if name not in cfgs_name_path:
+        close = sorted(n for n in cfgs_name_path if name.split("_")[0] in n)[:5]
+        hint = f" (similar: {', '.join(close)})" if close else ""
+        raise XtflowError(f"xtuner.base_config: '{name}' is not an XTuner built-in config{hint}")
+    return Path(cfgs_name_path[name])
+
+
+def prompt_template_names() -> list[str]:
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    return sorted(PROMPT_TEMPLATE.keys())
+
+
+def _find_dataset_dict(ed: SourceEditor) -> tuple[str, ast.Call]:
+    """The one top-level `X = dict(type=process_hf_dataset, ...)`: the training data."""
+    found = []
+    for node in ed.tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            value = node.value
+            if isinstance(value, ast.Call) and any(
+                kw.arg == "type" and ed.text(kw.value) == "process_hf_dataset" for kw in value.keywords
+            ):
+                found.append(node.targets[0].id)
+    if len(found) != 1:
+        raise PatchError(
+            f"{ed.origin}: expected one top-level dict(type=process_hf_dataset, ...) dataset, found {len(found)}"
+        )
+    return found[0], ed.dict_path(found[0])
+
+
+def _find_hook(ed: SourceEditor, hook_type: str) -> ast.Call:
+    hooks = ed.assignment("custom_hooks").value
+    if not isinstance(hooks, ast.List):
+        raise PatchError(f"{ed.origin}: 'custom_hooks' is not a list to patch")
+    for item in hooks.elts:
+        call = ed.dict_call(item, "custom_hooks[]")
+        if any(kw.arg == "type" and ed.text(kw.value) == hook_type for kw in call.keywords):
+            return call
+    raise PatchError(f"{ed.origin}: 'custom_hooks' has no {hook_type} to patch")
+
+
+def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> str:
+    """Return `source` with every setting of `s` patched in; PatchError if one is missing."""
+    if s.dtype not in DTYPES:
+        raise XtflowError(f"xtuner.dtype: '{s.dtype}' is not one of {', '.join(DTYPES)}")
+    ed = SourceEditor(source, origin)
+    r = repr
+
+    # PART 1: the plain settings the tutorial edits by hand.
+    ed.set_assignment("pretrained_model_name_or_path", r(s.model_path))
+    ed.set_assignment("prompt_template", f"PROMPT_TEMPLATE.{s.prompt_template}")
+    ed.insert_before(ed.assignment("prompt_template"), f"data_path = {s.data_path!r}  # xtflow")
+    for name, value in [
+        ("max_length", s.max_length),
+        ("pack_to_max_length", s.pack_to_max_length),
+        ("batch_size", s.batch_size),
+        ("accumulative_counts", s.accumulative_counts),
+        ("max_epochs", s.max_epochs),
+        ("lr", s.lr),
+        ("warmup_ratio", s.warmup_ratio),
+        ("save_steps", s.save_steps),
+        ("save_total_limit", s.save_total_limit),
+        ("evaluation_freq", s.evaluation_freq),
+        ("evaluation_inputs", s.evaluation_inputs),
+        ("SYSTEM", s.system),
+    ]:
+        ed.set_assignment(name, r(value))
+
+    # Reproducible: the stock configs leave the seed None.
+    ed.set_keyword(ed.dict_path("randomness"), "seed", r(s.seed), "randomness")
+
+    # PART 2: model dtype, 4-bit and LoRA.
+    llm = ed.dict_path("model", "llm")
+    ed.set_keyword(llm, "torch_dtype", f"torch.{s.dtype}", "model.llm")
+    if s.load_in_4bit:
+        quant = ed.dict_call(ed.keyword(llm, "quantization_config", "model.llm").value, "model.llm.quantization_config")
+        compute = "float16" if s.dtype == "float32" else s.dtype
+        ed.set_keyword(quant, "bnb_4bit_compute_dtype", f"torch.{compute}", "model.llm.quantization_config")
+    elif ed.has_keyword(llm, "quantization_config"):
+        ed.remove_keywords(llm, ["quantization_config"], "model.llm")
+    lora = ed.dict_path("model", "lora")
+    ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
+    ed.set_keyword(lora, "lora_alpha", r(s.lora_alpha), "model.lora")
+    ed.set_keyword(lora, "lora_dropout", r(s.lora_dropout), "model.lora")
+
+    # PART 3: the training data is xtflow's JSON in XTuner's conversation format.
+    ds_name, ds = _find_dataset_dict(ed)
+    ed.set_keyword(ds, "dataset", "dict(type=load_dataset, path='json', data_files=dict(train=data_path))", ds_name)
+    ed.set_keyword(ds, "dataset_map_fn", "None", ds_name)
+
+    # PART 4: no warmup means no LinearLR: XTuner's would run from 0 to 0 and crash.
+    if s.warmup_ratio == 0:
+        schedulers = ed.assignment("param_scheduler").value
+        if not isinstance(schedulers, ast.List):
+            raise PatchError(f"{origin}: 'param_scheduler' is not a list to patch")
+        kept = [e for e in schedulers.elts if "LinearLR" not in ed.text(e).split(",")[0]]
+        if len(kept) == len(schedulers.elts):
+            raise PatchError(f"{origin}: 'param_scheduler' has no LinearLR warmup to remove")
+        ed.replace(schedulers, "[" + ", ".join(ed.text(e) for e in kept) + "]")
+
+    # The optimizer wrapper must match device and dtype.
+    optim = ed.dict_path("optim_wrapper")
+    optim_type = ed.keyword(optim, "type", "optim_wrapper")
+    if s.dtype == "float32":
+        # Full precision: no AMP (and AmpOptimWrapper needs a GPU anyway).
+        ed.replace(optim_type.value, "OptimWrapper")
+        amp_keys = [key for key in ("loss_scale", "dtype") if ed.has_keyword(optim, key)]
+        ed.remove_keywords(optim, amp_keys, "optim_wrapper")
+        ed.insert_after_imports("from mmengine.optim import OptimWrapper  # xtflow")
+    else:
+        if ed.text(optim_type.value) != "AmpOptimWrapper":
+            raise PatchError(f"{origin}: optim_wrapper type is {ed.text(optim_type.value)}, expected AmpOptimWrapper")
+        ed.set_keyword(optim, "dtype", r(s.dtype), "optim_wrapper")
+
+    # PART 5: bounded sampling during training.
+    chat_hook = _find_hook(ed, "EvaluateChatHook")
+    ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
+
+    if s.device == "cpu":
+        ed.insert_after_imports(CPU_SHIM)
+    return ed.result()
+
+
+HEADER = """\
+# Written by xtflow from XTuner's built-in config '{name}' ({path}).
+# Do not edit: change config/config.yaml and let Snakemake rewrite it.
+# It runs by hand too: python -m xtuner.tools.train {out}
+"""
+
+
+def write_config(base_name: str, s: XtunerSettings, out: Path) -> None:
+    """Patch the built-in config `base_name` and write it to `out` (atomically)."""
+    from xtflow.fsutil import atomic_write_text
+
+    base = builtin_config_path(base_name)
+    text = patch_config(base.read_text(encoding="utf-8"), s, origin=f"XTuner config '{base_name}'")
+    atomic_write_text(out, HEADER.format(name=base_name, path=base, out=out) + text)
+
+
+def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerSettings:
+    """XtunerSettings from config.yaml's `xtuner:` section (validated) and the stage paths."""
+    templates = prompt_template_names()
+    if xt["prompt_template"] not in templates:
+        raise XtflowError(
+            f"config key 'xtuner.prompt_template': '{xt['prompt_template']}' is not an XTuner template "
+            f"(known: {', '.join(templates)})"
+        )
+    return XtunerSettings(
+        model_path=str(model_path.resolve()),
+        data_path=str(data_path.resolve()),
+        prompt_template=xt["prompt_template"],
+        max_length=xt["max_length"],
+        pack_to_max_length=xt["pack_to_max_length"],
+        batch_size=xt["batch_size"],
+        accumulative_counts=xt["accumulative_counts"],
+        max_epochs=xt["max_epochs"],
+        lr=xt["lr"],
+        warmup_ratio=xt["warmup_ratio"],
+        save_steps=xt["save_steps"],
+        save_total_limit=xt["save_total_limit"],
+        evaluation_freq=xt["evaluation_freq"],
+        evaluation_inputs=list(xt["evaluation_inputs"]),
+        evaluation_max_new_tokens=xt["evaluation_max_new_tokens"],
+        system=xt["system"],
+        seed=xt["seed"],
+        lora_r=xt["lora"]["r"],
+        lora_alpha=xt["lora"]["alpha"],
+        lora_dropout=xt["lora"]["dropout"],
+        load_in_4bit=xt["load_in_4bit"],
+        dtype=xt["dtype"],
+        device=xt["device"],
+    )
