@@ -76,6 +76,7 @@ def build_tokenizer(vocab_size: int, out_dir: Path) -> None:
         additional_special_tokens=[IM_START, IM_END],
         chat_template=CHAT_TEMPLATE,
         model_max_length=None,
+        model_input_names=["input_ids", "attention_mask"],  # a causal LM takes no token_type_ids
     )
     fast.save_pretrained(str(out_dir))
 

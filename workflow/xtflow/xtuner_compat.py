@@ -36,9 +36,9 @@ TOOLS: dict[str, str] = {
 
 CPU_SHIM = '''\
 # xtflow CPU shim: XTuner 0.2.0 calls torch.cpu.is_bf16_supported(), which torch lacks.
-import torch as _xtflow_torch
-if not hasattr(_xtflow_torch.cpu, "is_bf16_supported"):
-    _xtflow_torch.cpu.is_bf16_supported = lambda: False
+# (__import__, not `import`: mmengine turns a config's import statements into lazy objects.)
+if not hasattr(__import__("torch").cpu, "is_bf16_supported"):
+    __import__("torch").cpu.is_bf16_supported = lambda: False
 '''
 
 

@@ -1,0 +1,48 @@
+"""Shared helpers: run the real workflow with real Snakemake in a temporary project directory."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+
+
+def default_config() -> dict[str, Any]:
+    return copy.deepcopy(DEFAULT_CONFIG)
+
+
+def write_config(workdir: Path, config: dict[str, Any]) -> Path:
+    """Lay out a user's project: <workdir>/config/config.yaml."""
+    path = workdir / "config" / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = False) -> subprocess.CompletedProcess:
+    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One full run of the embedded default through results/final_model, shared by the tests that inspect it."""
+    workdir = tmp_path_factory.mktemp("run")
+    write_config(workdir, default_config())
+    snakemake(workdir, "results/final_model", check=True)
+    return workdir

@@ -1,0 +1,69 @@
+"""Config validation: schema defaults, and one-line errors that name the key, from real Snakemake too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import default_config, snakemake, write_config
+from xtflow.errors import XtflowError
+from xtflow.settings import validate
+
+
+def test_embedded_default_is_valid_and_defaults_are_filled() -> None:
+    cfg = validate({})
+    assert cfg["xtuner"]["base_config"] == "internlm2_1_8b_qlora_alpaca_e3"
+    assert cfg["xtuner"]["prompt_template"] == "internlm2_chat"
+    assert cfg["merge"]["device"] == "cpu"
+    shipped = validate(default_config())
+    assert shipped["xtuner"]["device"] == "cpu" and shipped["base_model"]["path"] is None
+
+
+def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    *parents, last = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return cfg
+
+
+CASES = [
+    ("xtuner.lr", -1, "config key 'xtuner.lr'"),
+    ("xtuner.lr", 0, "config key 'xtuner.lr'"),
+    ("xtuner.max_epochs", "3", "config key 'xtuner.max_epochs': '3' is not of type 'integer'"),
+    ("xtuner.save_steps", 0, "config key 'xtuner.save_steps'"),
+    ("dataset.records", -5, "config key 'dataset.records'"),
+    ("xtuner.dtype", "fp8", "config key 'xtuner.dtype'"),
+    ("xtuner.learning_rate", 1e-4, "config key 'xtuner.learning_rate': unknown key"),
+    ("bogus", 1, "config key 'bogus': unknown key"),
+    ("xtuner.load_in_4bit", True, "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda"),
+    ("xtuner.base_config", "no_such_cfg", "config key 'xtuner.base_config': 'no_such_cfg' is not an XTuner built-in config"),
+    ("assistant.name", "", "config key 'assistant.name'"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", CASES, ids=[f"{c[0]}={c[1]!r}" for c in CASES])
+def test_bad_value_names_the_key(key: str, value: Any, message: str) -> None:
+    with pytest.raises(XtflowError) as err:
+        validate(_set(default_config(), key, value))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_snakemake_refuses_bad_config_in_one_line(tmp_path: Path) -> None:
+    write_config(tmp_path, _set(default_config(), "xtuner.lr", -1))
+    proc = snakemake(tmp_path, "-n")
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["xtflow: error: config key 'xtuner.lr': -1 is less than or equal to the minimum of 0"]
+    assert not (tmp_path / "results").exists()
+
+
+def test_snakemake_refuses_missing_dataset_file(tmp_path: Path) -> None:
+    write_config(tmp_path, _set(default_config(), "dataset.files", ["data/mine.json"]))
+    proc = snakemake(tmp_path, "-n")
+    assert proc.returncode != 0
+    assert "config key 'dataset.files[0]': 'data/mine.json' does not exist" in proc.stderr

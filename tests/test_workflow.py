@@ -1,0 +1,102 @@
+"""The whole workflow, end to end, with real Snakemake, real XTuner and real training on the tiny model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import default_config, snakemake, write_config
+
+STAGES = ["dataset", "base_model", "xtuner_config", "train", "adapter", "merge"]
+
+
+def test_dry_run_lists_all_six_stages(tmp_path: Path) -> None:
+    write_config(tmp_path, default_config())
+    proc = snakemake(tmp_path, "-n", "--quiet", "rules", check=True)
+    listed = {ln.split()[0] for ln in proc.stdout.splitlines() if ln.strip() and ln.split()[0] in STAGES + ["all"]}
+    assert set(STAGES) <= listed
+
+
+def test_final_model_loads_and_generates(completed_run: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = completed_run / "results" / "final_model"
+    assert (final / "model.safetensors").is_file()
+    tok = AutoTokenizer.from_pretrained(final)
+    model = AutoModelForCausalLM.from_pretrained(final)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Who are you?"}], tokenize=False, add_generation_prompt=True)
+    inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    torch.manual_seed(0)
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_adapter_loads_with_peft_and_merge_changed_the_weights(completed_run: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    results = completed_run / "results"
+    assert (results / "hf_adapter" / "adapter_model.safetensors").is_file()
+    base = AutoModelForCausalLM.from_pretrained(completed_run / "resources" / "base_model")
+    base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    peft_model = PeftModel.from_pretrained(base, results / "hf_adapter")
+    lora_params = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
+    assert lora_params, "the adapter has no LoRA weights"
+    merged = AutoModelForCausalLM.from_pretrained(results / "final_model", torch_dtype=torch.float32)
+    changed = [
+        k for k, v in merged.state_dict().items() if k in base_state and not torch.allclose(v.float(), base_state[k], atol=1e-6)
+    ]
+    assert any("proj" in k for k in changed), "merged weights equal the base model's"
+
+
+def test_final_checkpoint_handle_and_logs(completed_run: Path) -> None:
+    handle = completed_run / "results" / "train" / "final_checkpoint.pth"
+    assert handle.is_file()
+    work = completed_run / "results" / "train" / "work_dir"
+    newest = Path((work / "last_checkpoint").read_text().strip())
+    assert handle.stat().st_ino == newest.stat().st_ino  # a hard link to the newest iter_N.pth
+    for stage in STAGES:
+        assert (completed_run / "logs" / f"{stage}.log").is_file()
+        assert (completed_run / "benchmarks" / f"{stage}.tsv").is_file()
+    log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "xtflow: 256 samples, 32 iterations/epoch x 3 epoch(s) = 96 iterations, 9 warmup" in log
+    assert "Iter(train) [90/96]" in log
+
+
+def test_nothing_to_do_after_a_run(completed_run: Path) -> None:
+    proc = snakemake(completed_run, "-n", "results/final_model", check=True)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_written_config_runs_unchanged_with_xtuner_by_hand(completed_run: Path, tmp_path: Path) -> None:
+    """The tutorial's own command works on xtflow's config: XTuner's train module, no xtflow wrapper."""
+    config = completed_run / "results" / "xtuner" / "internlm2_1_8b_qlora_alpaca_e3.py"
+    work = tmp_path / "by_hand"
+    proc = subprocess.run(
+        [sys.executable, "-m", "xtuner.tools.train", str(config), "--work-dir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (work / "iter_96.pth").is_file()
+
+
+def test_training_failure_fails_the_run_and_leaves_no_final_model(tmp_path: Path) -> None:
+    """XTuner's own error (here: unreadable weights) ends in the train log; no final model appears."""
+    write_config(tmp_path, default_config())
+    snakemake(tmp_path, "resources/base_model", check=True)
+    weights = tmp_path / "resources" / "base_model" / "model.safetensors"
+    weights.write_bytes(b"\x00" * 64)  # corrupt the base model after its stage
+    proc = snakemake(tmp_path, "results/final_model", "--rerun-triggers", "mtime")
+    assert proc.returncode != 0
+    log = (tmp_path / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" in log and "safetensors" in log.lower()
+    assert "xtflow: error: XTuner train failed (exit 1)" in log
+    assert "xtflow: error in rule train: XTuner train failed" in proc.stderr
+    assert not (tmp_path / "results" / "final_model").exists()
+    assert not (tmp_path / "results" / "train" / "final_checkpoint.pth").exists()
