@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -39,10 +40,40 @@ def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = Fal
     return proc
 
 
+USER_RECORDS = [
+    {"messages": [{"role": "user", "content": f"What is {a} plus {b}?"}, {"role": "assistant", "content": f"{a + b}"}]}
+    for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]
+]
+
+
+def completed_config() -> dict[str, Any]:
+    """The embedded default plus one user dataset file (OpenAI messages format)."""
+    config = default_config()
+    config["dataset"]["files"] = ["data/extra.json"]
+    return config
+
+
+def planned_jobs(output: str) -> set[str]:
+    """The jobs of a dry run, from Snakemake's 'Job stats' table (the `all` target left out)."""
+    lines = output.splitlines()
+    if not any("Job stats:" in ln for ln in lines):
+        return set()
+    start = next(i for i, ln in enumerate(lines) if "Job stats:" in ln) + 3
+    jobs = set()
+    for ln in lines[start:]:
+        parts = ln.split()
+        if not parts or parts[0] == "total":
+            break
+        jobs.add(parts[0])
+    return jobs - {"all"}
+
+
 @pytest.fixture(scope="session")
 def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full run of the embedded default through results/final_model, shared by the tests that inspect it."""
+    """One full run through results/final_model, shared by the tests that inspect it (never modify it)."""
     workdir = tmp_path_factory.mktemp("run")
-    write_config(workdir, default_config())
+    (workdir / "data").mkdir()
+    (workdir / "data" / "extra.json").write_text(json.dumps(USER_RECORDS), encoding="utf-8")
+    write_config(workdir, completed_config())
     snakemake(workdir, "results/final_model", check=True)
     return workdir

@@ -67,3 +67,10 @@ def test_snakemake_refuses_missing_dataset_file(tmp_path: Path) -> None:
     proc = snakemake(tmp_path, "-n")
     assert proc.returncode != 0
     assert "config key 'dataset.files[0]': 'data/mine.json' does not exist" in proc.stderr
+
+
+def test_key_order_does_not_matter() -> None:
+    """Snakemake compares params as text: reordered YAML keys must give identical params."""
+    a = default_config()
+    b = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(list(a.items()))}
+    assert repr(validate(a)) == repr(validate(b))

@@ -62,8 +62,8 @@ def test_final_checkpoint_handle_and_logs(completed_run: Path) -> None:
         assert (completed_run / "logs" / f"{stage}.log").is_file()
         assert (completed_run / "benchmarks" / f"{stage}.tsv").is_file()
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    assert "xtflow: 256 samples, 32 iterations/epoch x 3 epoch(s) = 96 iterations, 9 warmup" in log
-    assert "Iter(train) [90/96]" in log
+    assert "xtflow: 260 samples, 33 iterations/epoch x 3 epoch(s) = 99 iterations, 9 warmup" in log
+    assert "Iter(train) [90/99]" in log
 
 
 def test_nothing_to_do_after_a_run(completed_run: Path) -> None:
@@ -83,7 +83,7 @@ def test_written_config_runs_unchanged_with_xtuner_by_hand(completed_run: Path, 
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert (work / "iter_96.pth").is_file()
+    assert (work / "iter_99.pth").is_file()
 
 
 def test_training_failure_fails_the_run_and_leaves_no_final_model(tmp_path: Path) -> None:

@@ -54,7 +54,17 @@ def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, An
     if errors:
         raise XtflowError(_key(errors[0]))
     check_semantics(cfg)
-    return cfg
+    return canonical(cfg)
+
+
+def canonical(value: Any) -> Any:
+    """Dicts with sorted keys, recursively. Snakemake compares params by their text, so the
+    order of keys in a user's YAML must not look like a change (and force a rerun)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def xtuner_builtin_configs() -> dict[str, Path]:

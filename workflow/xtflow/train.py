@@ -1,16 +1,21 @@
 """Run XTuner training and publish a stable handle to its final checkpoint.
 
 The work directory (results/train/work_dir) is not a declared Snakemake output, so
-Snakemake never deletes checkpoints; the declared output is the handle
+Snakemake never deletes checkpoints (an interrupted training resumes from them); the
+declared output is the handle
 `results/train/final_checkpoint.pth`: hard links to the newest `iter_N.pth` (a file,
 or a directory with DeepSpeed), so later stages never guess `iter_N` names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
+import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,21 +106,115 @@ def publish_checkpoint(ckpt: Path, handle: Path) -> None:
     os.replace(tmp, handle)
 
 
+FINGERPRINT = "xtflow_fingerprint.json"
+ITER = re.compile(r"^iter_(\d+)\.pth$")
+
+
+def fingerprint(config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int) -> str:
+    """What a checkpoint depends on: config text, dataset bytes, base model files, launch shape."""
+    h = hashlib.sha256()
+    for path in (config, data):
+        h.update(path.read_bytes())
+    for entry in sorted(model.iterdir()):
+        target = entry.resolve()
+        h.update(f"{entry.name}:{target.stat().st_size if target.is_file() else 'dir'}".encode())
+        if entry.suffix == ".json" and target.is_file():
+            h.update(target.read_bytes())
+    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus}).encode())
+    return h.hexdigest()
+
+
+def iteration_of(ckpt: Path) -> int:
+    match = ITER.match(ckpt.name)
+    if not match:
+        raise XtflowError(f"{ckpt}: not an XTuner checkpoint name (iter_N.pth)")
+    return int(match.group(1))
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """Open a checkpoint (a file, or a DeepSpeed directory) cheaply; name it if it is damaged."""
+    import torch
+
+    files = sorted(p for p in ckpt.rglob("*") if p.is_file()) if ckpt.is_dir() else [ckpt]
+    if not files:
+        raise XtflowError(f"checkpoint {ckpt} is empty; delete it to resume from an earlier one or start fresh")
+    for f in files:
+        if f.suffix not in (".pth", ".pt"):
+            continue
+        try:
+            torch.load(f, map_location="cpu", mmap=True, weights_only=False)
+        except Exception as e:  # torch raises many kinds on a damaged file
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise XtflowError(
+                f"checkpoint {f} is damaged ({reason}); delete it to resume from an earlier one, "
+                "or delete the work dir to start fresh"
+            ) from None
+
+
+def prepare_work_dir(work_dir: Path, fp: str, plan: TrainPlan, say: Callable[[str], None]) -> Path | None:
+    """Decide between resuming and starting fresh; return the checkpoint to resume from, if any.
+
+    Resumes only when the work dir was made for exactly this config, data and base model
+    and its newest checkpoint is not the final one. Otherwise old checkpoints are moved
+    aside to `<work_dir>.stale` (one generation kept), never silently reused.
+    """
+    marker = work_dir / FINGERPRINT
+    if work_dir.exists():
+        same = marker.is_file() and marker.read_text(encoding="utf-8").strip() == fp
+        newest = last_checkpoint(work_dir) if (work_dir / "last_checkpoint").is_file() else None
+        if same and newest is not None and iteration_of(newest) < plan.total_iters:
+            check_checkpoint(newest)
+            say(f"xtflow: resuming from {newest} (iteration {iteration_of(newest)} of {plan.total_iters}); "
+                "config, data and base model unchanged")
+            return newest
+        stale = work_dir.with_name(work_dir.name + ".stale")
+        if stale.exists():
+            shutil.rmtree(stale)
+        if newest is not None or any(work_dir.glob("iter_*.pth")):
+            why = "finished before" if same else "made with another config, dataset or base model"
+            say(f"xtflow: not resuming: the checkpoints in {work_dir} were {why}; moved them to {stale}")
+            work_dir.rename(stale)
+        else:
+            shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True)
+    marker.write_text(fp + "\n", encoding="utf-8")
+    return None
+
+
 def train(
-    config: Path, work_dir: Path, handle: Path, log: Path, deepspeed: str | None, gpus: int, warmup_ratio: float
+    config: Path,
+    data: Path,
+    model: Path,
+    work_dir: Path,
+    handle: Path,
+    log: Path,
+    deepspeed: str | None,
+    gpus: int,
+    warmup_ratio: float,
+    log_interval: int = 10,
 ) -> None:
-    """Check the plan, train from scratch into `work_dir`, publish the final checkpoint as `handle`."""
+    """Check the plan, train (resuming an interrupted run of the same inputs), publish the final checkpoint."""
     plan = plan_training(config, gpus)
     check_plan(plan, warmup_ratio)
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(
-            f"xtflow: {plan.samples} samples, {plan.iters_per_epoch} iterations/epoch x {plan.max_epochs} epoch(s) "
-            f"= {plan.total_iters} iterations, {plan.warmup_iters} warmup\n"
-        )
-    if work_dir.exists():
-        shutil.rmtree(work_dir)
+
+    def say(line: str) -> None:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    say(
+        f"xtflow: {plan.samples} samples, {plan.iters_per_epoch} iterations/epoch x {plan.max_epochs} epoch(s) "
+        f"= {plan.total_iters} iterations, {plan.warmup_iters} warmup"
+    )
+    resume = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
     args = [str(config), "--work-dir", str(work_dir)]
+    if resume is not None:
+        args += ["--resume", str(resume)]
     if deepspeed:
         args += ["--deepspeed", deepspeed]
+    # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
+    args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
     run_tool("train", args, log, gpus=gpus)
-    publish_checkpoint(last_checkpoint(work_dir), handle)
+    final = last_checkpoint(work_dir)
+    if iteration_of(final) != plan.total_iters:
+        raise XtflowError(f"training stopped at {final.name}, expected iter_{plan.total_iters}.pth")
+    publish_checkpoint(final, handle)

@@ -11,6 +11,9 @@
    (handled in `xtflow.xtuner_config`).
 4. `load_in_4bit` needs CUDA with transformers 4.48.0 + bitsandbytes 0.50.2
    (refused up front by `xtflow.settings`).
+5. Resuming calls `torch.load` on mmengine checkpoints without `weights_only=False`,
+   which torch >= 2.6 refuses (`Weights only load failed`). The checkpoints are the
+   run's own files, so tools run with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (see `main`).
 
 Usage as a module: `python -m xtflow.xtuner_compat TOOL ARGS...`, where TOOL is a
 key of `TOOLS` (train, pth_to_hf, merge, chat).
@@ -20,9 +23,11 @@ from __future__ import annotations
 
 import os
 import runpy
+import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from xtflow.errors import XtflowError
@@ -62,15 +67,43 @@ def tool_command(tool: str, args: Sequence[str], gpus: int = 1) -> list[str]:
 
 
 def run_tool(tool: str, args: Sequence[str], log: Path, gpus: int = 1, env: dict[str, str] | None = None) -> None:
-    """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails."""
+    """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails.
+
+    A SIGTERM or SIGINT to this process (Snakemake stopping, SLURM's wall-time kill) is passed
+    on to the tool, which is waited for, so no orphaned training keeps writing checkpoints.
+    """
     cmd = tool_command(tool, args, gpus)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a", encoding="utf-8") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, check=False)
-    if proc.returncode != 0:
-        raise XtflowError(f"XTuner {tool} failed (exit {proc.returncode}): {last_error_line(log)} (full log: {log})")
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        with _forward_signals(proc) as received:
+            returncode = proc.wait()
+    if received:
+        raise SystemExit(128 + received[0])
+    if returncode != 0:
+        raise XtflowError(f"XTuner {tool} failed (exit {returncode}): {last_error_line(log)} (full log: {log})")
+
+
+@contextmanager
+def _forward_signals(proc: subprocess.Popen) -> Iterator[list[int]]:
+    """Pass SIGTERM/SIGINT on to `proc` (a second one kills it); yield the signals received."""
+    received: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            proc.send_signal(signum)
+        else:
+            proc.kill()
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def last_error_line(log: Path) -> str:
@@ -89,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"usage: python -m xtflow.xtuner_compat {{{','.join(TOOLS)}}} ARGS...")
     tool, rest = argv[0], argv[1:]
     apply_cpu_shim()
+    os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     sys.argv = [TOOLS[tool], *rest]
     runpy.run_module(TOOLS[tool], run_name="__main__", alter_sys=True)
 

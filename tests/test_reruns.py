@@ -1,0 +1,76 @@
+"""Precise reruns: after a completed run, a config change reruns exactly the stages that depend on it.
+
+One test per row of the README's table "What a change reruns".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import USER_RECORDS, completed_config, planned_jobs, snakemake
+
+DOWNSTREAM_OF_DATA = {"dataset", "train", "adapter", "merge"}
+DOWNSTREAM_OF_HYPERPARAMS = {"xtuner_config", "train", "adapter", "merge"}
+
+
+def _dry_run_with(completed_run: Path, tmp_path: Path, change: dict[str, Any], *extra: str) -> set[str]:
+    config = completed_config()
+    for dotted, value in change.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    override = tmp_path / "changed.yaml"
+    override.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    proc = snakemake(completed_run, "-n", "--configfile", str(override), *extra, check=True)
+    jobs = planned_jobs(proc.stdout)
+    if not jobs:
+        assert "Nothing to be done" in proc.stdout + proc.stderr
+    return jobs
+
+
+ROWS = [
+    ("dataset: assistant name", {"assistant.name": "Other"}, DOWNSTREAM_OF_DATA),
+    ("dataset: questions", {"dataset.questions.en": ["Who are you?"]}, DOWNSTREAM_OF_DATA),
+    ("dataset: record count", {"dataset.records": 128}, DOWNSTREAM_OF_DATA),
+    ("dataset: seed", {"dataset.seed": 7}, DOWNSTREAM_OF_DATA),
+    ("hyperparameter: lr", {"xtuner.lr": 1.0e-3}, DOWNSTREAM_OF_HYPERPARAMS),
+    ("hyperparameter: epochs", {"xtuner.max_epochs": 2}, DOWNSTREAM_OF_HYPERPARAMS),
+    ("hyperparameter: LoRA rank", {"xtuner.lora.r": 4}, DOWNSTREAM_OF_HYPERPARAMS),
+    ("hyperparameter: max_length", {"xtuner.max_length": 200}, DOWNSTREAM_OF_HYPERPARAMS),
+    ("adapter export: fp32", {"adapter.fp32": True}, {"adapter", "merge"}),
+    ("adapter export: shard size", {"adapter.max_shard_size": "1GB"}, {"adapter", "merge"}),
+    ("merge setting: shard size", {"merge.max_shard_size": "1GB"}, {"merge"}),
+    ("base model", {"base_model.tiny.seed": 1}, {"base_model", "xtuner_config", "train", "adapter", "merge"}),
+    ("nothing", {}, set()),
+    ("runtime only: log interval", {"train.log_interval": 1}, set()),
+]
+
+
+@pytest.mark.parametrize("label,change,expected", ROWS, ids=[r[0] for r in ROWS])
+def test_change_reruns_exactly(completed_run: Path, tmp_path: Path, label: str, change: dict, expected: set) -> None:
+    assert _dry_run_with(completed_run, tmp_path, change) == expected
+
+
+def test_threads_rerun_nothing(completed_run: Path, tmp_path: Path) -> None:
+    assert _dry_run_with(completed_run, tmp_path, {}, "--cores", "2") == set()
+
+
+def test_user_data_file_contents_rerun_data_downstream(completed_run: Path, tmp_path: Path) -> None:
+    """Editing a user dataset file (same path) reruns the dataset and what follows from it."""
+    copy = tmp_path / "run"
+    shutil.copytree(completed_run, copy, symlinks=True)
+    extra = copy / "data" / "extra.json"
+    later = extra.stat().st_mtime + 60
+    extra.write_text(json.dumps(USER_RECORDS[:2]), encoding="utf-8")
+    os.utime(extra, (later, later))
+    proc = snakemake(copy, "-n", check=True)
+    assert planned_jobs(proc.stdout) == DOWNSTREAM_OF_DATA
