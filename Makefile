@@ -7,9 +7,22 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xtflow-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-gpu rulegraph clean
+.PHONY: setup system-deps demo test test-gpu rulegraph clean
+
+# Debian packages the tests need: graphviz (rule graph).
+SYSTEM_DEPS := graphviz
 
 setup: $(STAMP)
+
+system-deps:
+	@missing=$$(for p in $(SYSTEM_DEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages: $$missing (install them: sudo apt-get install $$missing)" >&2; exit 1; \
+	  fi; \
+	fi
 
 $(STAMP): envs/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +33,7 @@ $(STAMP): envs/requirements.txt pyproject.toml
 demo: setup
 	$(BIN)/snakemake --cores 1 results/final_model
 
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # On a machine with a CUDA GPU.
@@ -29,3 +42,8 @@ test-gpu: setup
 
 clean:
 	rm -rf results resources/base_model logs benchmarks .snakemake
+
+# The README's picture of the workflow, generated from the real workflow (tests check it is current).
+rulegraph: setup
+	$(BIN)/snakemake --rulegraph --quiet all > docs/rulegraph.dot
+	dot -Tsvg docs/rulegraph.dot > docs/rulegraph.svg
