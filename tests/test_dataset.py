@@ -51,7 +51,7 @@ def test_generated_records_pair_questions_with_their_language(tmp_path: Path) ->
 
 
 def test_fill_is_literal() -> None:
-    assert fill("I am {name} ({maker}) {0} %s", "{x}%d$(id)", "a") == "I am {x}%d$(id) (a) {0} %s"
+    assert fill("I am {name} ({maker}) {0} %s", "{x}%d$(id){maker}", "a") == "I am {x}%d$(id){maker} (a) {0} %s"
 
 
 def test_conversation_and_messages_formats_are_merged(tmp_path: Path) -> None:

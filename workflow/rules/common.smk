@@ -5,6 +5,7 @@ from pathlib import Path
 
 from xtflow.base_model import check_model_dir
 from xtflow.errors import XtflowError
+from xtflow.fsutil import check_writable
 from xtflow.settings import validate
 
 
@@ -38,6 +39,13 @@ ADAPTER = "results/hf_adapter"
 FINAL_MODEL = "results/final_model"
 
 
+def verbatim(value):
+    """A params value Snakemake must not format: it expands `{...}` in strings as wildcards, so a
+    name like "{x}" would break the run. A function's result is used as it is (and still compared
+    between runs, so a change still triggers a rerun)."""
+    return lambda wildcards: value
+
+
 def checkpoint_output():
     """The final checkpoint handle: a file, or a directory when DeepSpeed writes checkpoints."""
     return directory(CHECKPOINT) if TRAIN["deepspeed"] else CHECKPOINT
@@ -46,3 +54,11 @@ def checkpoint_output():
 def gpus_for(device):
     """GPUs a job asks its executor (e.g. SLURM) for."""
     return TRAIN["gpus"] if device == "cuda" else 0
+
+
+onstart:
+    # Snakemake deletes and creates outputs before a job runs: check the output trees first.
+    try:
+        check_writable([Path(d) for d in ("results", "resources", "logs", "benchmarks")])
+    except XtflowError as e:
+        sys.exit(f"xtflow: error: {e}")

@@ -5,10 +5,10 @@ rule dataset:
     output:
         json=DATASET,
     params:
-        name=config["assistant"]["name"],
-        maker=config["assistant"]["maker"],
-        answers=config["dataset"]["answer"],
-        questions=config["dataset"]["questions"],
+        name=verbatim(config["assistant"]["name"]),
+        maker=verbatim(config["assistant"]["maker"]),
+        answers=verbatim(config["dataset"]["answer"]),
+        questions=verbatim(config["dataset"]["questions"]),
         records=config["dataset"]["records"],
         seed=config["dataset"]["seed"],
     log:

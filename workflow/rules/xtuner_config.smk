@@ -7,7 +7,7 @@ rule xtuner_config:
     params:
         base_config=XT["base_config"],
         data=DATASET,
-        xtuner={k: v for k, v in XT.items() if k != "base_config"},
+        xtuner=verbatim({k: v for k, v in XT.items() if k != "base_config"}),
     log:
         "logs/xtuner_config.log",
     benchmark:

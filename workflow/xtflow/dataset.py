@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,10 @@ class IdentitySpec:
 
 
 def fill(template: str, name: str, maker: str) -> str:
-    """Put name and maker into an answer template, literally: no other braces or % are interpreted."""
-    return template.replace("{name}", name).replace("{maker}", maker)
+    """Put name and maker into an answer template, literally and in one pass: no other braces or %
+    are interpreted, and a name that itself contains `{maker}` stays as it is."""
+    values = {"name": name, "maker": maker}
+    return re.sub(r"\{(name|maker)\}", lambda m: values[m.group(1)], template)
 
 
 def identity_records(spec: IdentitySpec) -> list[Record]:

@@ -40,3 +40,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(roots: list[Path], depth: int = 2) -> None:
+    """Fail early, in one line, if an output directory cannot be written (read-only, full, no permission).
+
+    Checks each root and its real (not symlinked) subdirectories down to `depth`.
+    """
+    from xtflow.errors import XtflowError
+
+    def dirs(root: Path, level: int) -> Iterator[Path]:
+        yield root
+        if level < depth and root.is_dir():
+            for sub in sorted(root.iterdir()):
+                if sub.is_dir() and not sub.is_symlink():
+                    yield from dirs(sub, level + 1)
+
+    for root in map(Path, roots):
+        for d in dirs(root, 0):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=d):
+                    pass
+            except OSError as e:
+                raise XtflowError(f"cannot write to {d}/: {e.strerror or e}") from None

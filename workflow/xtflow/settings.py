@@ -6,6 +6,7 @@ Errors are one line naming the key: `config key 'xtuner.lr': -1 is not greater t
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,18 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def xtuner_builtin_configs() -> dict[str, Path]:
-    """XTuner's built-in configs by name, found on disk without importing xtuner (fast at parse time)."""
+def xtuner_package_dir() -> Path:
+    """Where xtuner is installed, found without importing it (importing takes seconds)."""
     spec = importlib.util.find_spec("xtuner")
     if spec is None or not spec.submodule_search_locations:
         raise XtflowError("python package 'xtuner' is not installed in this environment (run `make setup`)")
-    root = Path(list(spec.submodule_search_locations)[0]) / "configs"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@functools.cache
+def xtuner_builtin_configs() -> dict[str, Path]:
+    """XTuner's built-in configs by name (as `xtuner list-cfg` shows them), found on disk."""
+    root = xtuner_package_dir() / "configs"
     return {p.stem: p for p in root.rglob("*.py") if not p.name.startswith("_")}
 
 
@@ -94,5 +101,6 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         raise XtflowError("config key 'dataset.questions': empty, but dataset.records asks for identity records")
     if ds["records"] == 0 and not ds["files"]:
         raise XtflowError("config key 'dataset.records': 0 and no dataset.files: the dataset would be empty")
-    if xt["base_config"] not in xtuner_builtin_configs():
-        raise XtflowError(f"config key 'xtuner.base_config': '{xt['base_config']}' is not an XTuner built-in config")
+    from xtflow.xtuner_config import check_patchable  # the config must patch: fail before any job runs
+
+    check_patchable(xt["base_config"], xt)

@@ -27,7 +27,9 @@ from xtflow.xtuner_compat import run_tool
 class TrainPlan:
     """How many iterations a training will run, as mmengine will count them."""
 
+    records: int
     samples: int
+    packed: bool
     iters_per_epoch: int
     max_epochs: int
     warmup_iters: int
@@ -46,20 +48,30 @@ def plan_training(config: Path, gpus: int) -> TrainPlan:
     from xtuner.registry import BUILDER
 
     cfg = Config.fromfile(str(config))
-    dataset = BUILDER.build(cfg.train_dataloader.dataset)
-    samples = len(dataset)
+    try:
+        samples = len(BUILDER.build(cfg.train_dataloader.dataset))
+    except ValueError as e:
+        if "Column 'length' doesn't exist" in str(e):  # XTuner's way of saying: nothing left after filtering
+            samples = 0
+        else:
+            raise XtflowError(f"XTuner could not build the training set from {cfg.data_path}: {e}") from None
     per_step = cfg.train_dataloader.batch_size * gpus
     iters = math.ceil(samples / per_step)
     max_epochs = int(cfg.train_cfg.max_epochs)
     # mmengine converts the epoch-based warmup `end` with int(end * epoch_length).
     warmup = int(cfg.warmup_ratio * max_epochs * iters) if "warmup_ratio" in cfg else 0
-    return TrainPlan(samples, iters, max_epochs, warmup)
+    records = len(json.loads(Path(cfg.data_path).read_text(encoding="utf-8")))
+    packed = bool(cfg.train_dataloader.dataset.get("pack_to_max_length", False))
+    return TrainPlan(records, samples, packed, iters, max_epochs, warmup)
 
 
 def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
     """Refuse a training XTuner would crash on or silently ruin (the tiny-dataset warmup trap)."""
     if plan.samples == 0:
-        raise XtflowError("training set: 0 samples after XTuner's processing (all records too long or empty?)")
+        raise XtflowError(
+            "training set: 0 samples left after XTuner's processing: every record's prompt fills "
+            "xtuner.max_length, leaving no answer tokens to learn (raise max_length or shorten the records)"
+        )
     if warmup_ratio > 0 and plan.warmup_iters < 2:
         need = 2 / (plan.max_epochs * plan.iters_per_epoch)
         raise XtflowError(
@@ -205,6 +217,11 @@ def train(
         f"xtflow: {plan.samples} samples, {plan.iters_per_epoch} iterations/epoch x {plan.max_epochs} epoch(s) "
         f"= {plan.total_iters} iterations, {plan.warmup_iters} warmup"
     )
+    if not plan.packed and plan.samples < plan.records:
+        say(
+            f"xtflow: warning: XTuner dropped {plan.records - plan.samples} of {plan.records} records whose prompt "
+            "fills xtuner.max_length (no answer tokens left to learn)"
+        )
     resume = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
     args = [str(config), "--work-dir", str(work_dir)]
     if resume is not None:

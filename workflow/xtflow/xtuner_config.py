@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtflow.errors import XtflowError
+from xtflow.settings import xtuner_builtin_configs, xtuner_package_dir
 from xtflow.pysource import PatchError, SourceEditor
 from xtflow.xtuner_compat import CPU_SHIM
 
@@ -49,19 +50,30 @@ class XtunerSettings:
 
 def builtin_config_path(name: str) -> Path:
     """Path of an XTuner built-in config, by name (as `xtuner list-cfg` shows them)."""
-    from xtuner.configs import cfgs_name_path
-
-    if name not in cfgs_name_path:
-        close = sorted(n for n in cfgs_name_path if name.split("_")[0] in n)[:5]
-        hint = f" (similar: {', '.join(close)})" if close else ""
-        raise XtflowError(f"xtuner.base_config: '{name}' is not an XTuner built-in config{hint}")
-    return Path(cfgs_name_path[name])
+    configs = xtuner_builtin_configs()
+    if name not in configs:
+        close = sorted(n for n in configs if n.startswith(name.split("_")[0]))[:3]
+        hint = f" (e.g. {', '.join(close)})" if close else ""
+        raise XtflowError(f"config key 'xtuner.base_config': '{name}' is not an XTuner built-in config{hint}")
+    return configs[name]
 
 
 def prompt_template_names() -> list[str]:
-    from xtuner.utils import PROMPT_TEMPLATE
+    """Keys of xtuner.utils.PROMPT_TEMPLATE, read from its source (importing xtuner takes seconds)."""
+    source = xtuner_package_dir() / "utils" / "templates.py"
+    ed = SourceEditor(source.read_text(encoding="utf-8"), str(source))
+    call = ed.assignment("PROMPT_TEMPLATE").value
+    if not isinstance(call, ast.Call):
+        raise XtflowError(f"{source}: PROMPT_TEMPLATE is not a ConfigDict(...); unsupported XTuner version")
+    return sorted(kw.arg for kw in call.keywords if kw.arg)
 
-    return sorted(PROMPT_TEMPLATE.keys())
+
+def check_prompt_template(name: str) -> None:
+    templates = prompt_template_names()
+    if name not in templates:
+        raise XtflowError(
+            f"config key 'xtuner.prompt_template': '{name}' is not an XTuner template (known: {', '.join(templates)})"
+        )
 
 
 def _find_dataset_dict(ed: SourceEditor) -> tuple[str, ast.Call]:
@@ -90,6 +102,16 @@ def _find_hook(ed: SourceEditor, hook_type: str) -> ast.Call:
         if any(kw.arg == "type" and ed.text(kw.value) == hook_type for kw in call.keywords):
             return call
     raise PatchError(f"{ed.origin}: 'custom_hooks' has no {hook_type} to patch")
+
+
+def check_patchable(base_name: str, xt: dict) -> None:
+    """Patch the base config in memory (no file written): fails now, before any job, if it cannot be."""
+    settings = settings_from_config(xt, model_path=Path("resources/base_model"), data_path=Path("results/data/train.json"))
+    base = builtin_config_path(base_name)
+    try:
+        patch_config(base.read_text(encoding="utf-8"), settings, origin=f"XTuner config '{base_name}'")
+    except PatchError as e:
+        raise XtflowError(f"config key 'xtuner.base_config': {e}; xtflow cannot patch it") from None
 
 
 def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> str:
@@ -192,12 +214,7 @@ def write_config(base_name: str, s: XtunerSettings, out: Path) -> None:
 
 def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerSettings:
     """XtunerSettings from config.yaml's `xtuner:` section (validated) and the stage paths."""
-    templates = prompt_template_names()
-    if xt["prompt_template"] not in templates:
-        raise XtflowError(
-            f"config key 'xtuner.prompt_template': '{xt['prompt_template']}' is not an XTuner template "
-            f"(known: {', '.join(templates)})"
-        )
+    check_prompt_template(xt["prompt_template"])
     return XtunerSettings(
         model_path=str(model_path.resolve()),
         data_path=str(data_path.resolve()),
