@@ -7,10 +7,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xtflow-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test test-gpu rulegraph clean
+.PHONY: setup system-deps demo test test-gpu rulegraph chat web clean
 
-# Debian packages the tests need: graphviz (rule graph).
-SYSTEM_DEPS := graphviz
+# Debian packages the tests need: graphviz (rule graph), chromium (web demo test),
+# fonts-wqy-zenhei (Chinese text in the browser's screenshots).
+SYSTEM_DEPS := graphviz chromium fonts-wqy-zenhei
 
 setup: $(STAMP)
 
@@ -35,6 +36,13 @@ demo: setup
 
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Talk to the result (see README "Talk to the result").
+chat: setup
+	$(BIN)/python -m xtflow.chat
+
+web: setup
+	$(BIN)/python -m xtflow.web
 
 # On a machine with a CUDA GPU.
 test-gpu: setup

@@ -43,20 +43,23 @@ def run_and_interrupt(workdir: Path) -> list[str]:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     time.sleep(1)
-    assert not any("xtuner_compat" in p for p in _processes()), "XTuner training outlived the workflow"
+    assert not _trainings_in(workdir), "XTuner training outlived the workflow"
     assert not (workdir / "results" / "train" / "final_checkpoint.pth").exists(), "training finished before the kill"
     return sorted(p.name for p in work.glob("iter_*.pth"))
 
 
-def _processes() -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-            except OSError:
-                pass
-    return out
+def _trainings_in(workdir: Path) -> list[str]:
+    """Command lines of XTuner processes running in `workdir` (other tests may train elsewhere)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if "xtuner_compat" in cmd and Path(cwd) == workdir:
+            found.append(cmd)
+    return found
 
 
 def test_interrupted_training_resumes_from_newest_checkpoint(tmp_path: Path) -> None:

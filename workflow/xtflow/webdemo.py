@@ -1,0 +1,68 @@
+"""Streamlit web demo: chat with a run's final model (or its base model, for comparison).
+
+Started by `python -m xtflow.web` (see there); not meant to be imported. The models are
+loaded once per server process (st.cache_resource), not per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from xtflow.chat import ChatModel, RunSettings, Sampling, model_paths
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--model", default="final")
+    return p.parse_args(sys.argv[1:])
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)...")
+def load_model(which: str, workdir: str, config: str) -> ChatModel:
+    model_dir, adapter_dir = model_paths(which, Path(workdir))
+    return ChatModel(model_dir, RunSettings.from_config(Path(config)), adapter_dir)
+
+
+def main() -> None:
+    args = parse_args()
+    st.set_page_config(page_title="xtflow chat", page_icon="💬")
+    with st.sidebar:
+        st.header("Settings")
+        which = st.radio("Model", ["final", "base"], index=0 if args.model == "final" else 1,
+                         help="final: results/final_model; base: resources/base_model, for comparison")
+        max_new_tokens = st.slider("Max length (new tokens)", 8, 1024, 128, step=8)
+        top_p = st.slider("Top P", 0.0, 1.0, 0.8, step=0.01)
+        temperature = st.slider("Temperature", 0.0, 1.5, 0.0, step=0.05, help="0: greedy")
+        if st.button("Clear chat history", type="secondary"):
+            st.session_state.messages = []
+    chat = load_model(which, str(args.workdir), str(args.config))
+    st.title("xtflow chat")
+    st.caption(f"{which} model · `{chat.model_dir}` · template `{chat.settings.prompt_template}`")
+
+    messages: list[dict[str, str]] = st.session_state.setdefault("messages", [])
+    question = st.chat_input("Ask something")
+    if question and messages and messages[-1]["role"] == "user":
+        messages.pop()  # a question whose reply was interrupted by this new one
+    for m in messages:
+        with st.chat_message(m["role"]):
+            st.markdown(m["content"])
+    done = st.empty()
+    if question:
+        history = [(messages[i]["content"], messages[i + 1]["content"]) for i in range(0, len(messages) - 1, 2)]
+        messages.append({"role": "user", "content": question})
+        with st.chat_message("user"):
+            st.markdown(question)
+        sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+        with st.chat_message("assistant"):
+            answer = st.write_stream(chat.stream(history, question, sampling))
+        messages.append({"role": "assistant", "content": str(answer)})
+        done = st.empty()
+    done.caption(f"{len(messages) // 2} replies in this chat")
+
+main()
