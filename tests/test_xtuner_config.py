@@ -38,6 +38,7 @@ SETTINGS = XtunerSettings(
     lora_dropout=0.05,
     load_in_4bit=False,
     dtype="float32",
+    gradient_checkpointing=False,
     device="cpu",
 )
 
@@ -75,6 +76,7 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     assert cfg.randomness.seed == 1234
     assert cfg.model.llm.torch_dtype == torch.float32
     assert "quantization_config" not in cfg.model.llm
+    assert cfg.model.use_activation_checkpointing is False
     assert (cfg.model.lora.r, cfg.model.lora.lora_alpha, cfg.model.lora.lora_dropout) == (16, 32, 0.05)
     # CPU: plain OptimWrapper (AmpOptimWrapper needs a GPU), and the shim is in the file
     assert cfg.optim_wrapper.type.__name__ == "OptimWrapper"

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from xtflow.errors import XtflowError
 
@@ -116,6 +117,30 @@ def last_error_line(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
+def time_chat_sampling() -> None:
+    """Report the time XTuner's EvaluateChatHook spends sampling (it also samples at every
+    checkpoint save, and before and after training): one line in the train log at exit."""
+    import atexit
+    import time
+
+    from xtuner.engine.hooks import EvaluateChatHook
+
+    spent = {"seconds": 0.0, "calls": 0}
+    original = EvaluateChatHook._generate_samples
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            spent["seconds"] += time.perf_counter() - start
+            spent["calls"] += 1
+
+    EvaluateChatHook._generate_samples = timed
+    atexit.register(lambda: print(f"xtflow: EvaluateChatHook sampling took {spent['seconds']:.2f} s in "
+                                  f"{spent['calls']} calls", flush=True))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in TOOLS:
@@ -123,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     tool, rest = argv[0], argv[1:]
     apply_cpu_shim()
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    if tool == "train":
+        time_chat_sampling()
     sys.argv = [TOOLS[tool], *rest]
     runpy.run_module(TOOLS[tool], run_name="__main__", alter_sys=True)
 

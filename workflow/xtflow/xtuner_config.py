@@ -45,6 +45,7 @@ class XtunerSettings:
     lora_dropout: float
     load_in_4bit: bool
     dtype: str
+    gradient_checkpointing: bool
     device: str
 
 
@@ -153,6 +154,10 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
         ed.set_keyword(quant, "bnb_4bit_compute_dtype", f"torch.{compute}", "model.llm.quantization_config")
     elif ed.has_keyword(llm, "quantization_config"):
         ed.remove_keywords(llm, ["quantization_config"], "model.llm")
+    model = ed.dict_path("model")
+    if ed.text(ed.keyword(model, "type", "model").value) != "SupervisedFinetune":
+        raise PatchError(f"{origin}: model type is not SupervisedFinetune (xtflow fine-tunes with LoRA)")
+    ed.add_keyword(model, "use_activation_checkpointing", r(s.gradient_checkpointing), "model")
     lora = ed.dict_path("model", "lora")
     ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
     ed.set_keyword(lora, "lora_alpha", r(s.lora_alpha), "model.lora")
@@ -238,5 +243,6 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         lora_dropout=xt["lora"]["dropout"],
         load_in_4bit=xt["load_in_4bit"],
         dtype=xt["dtype"],
+        gradient_checkpointing=xt["gradient_checkpointing"],
         device=xt["device"],
     )

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run on the lent GPU machine (see ../shared/notes/gpu-machine.md and docs/benchmarks.md):
+#   bash bench/gpu_session.sh single   # GPU tests + 1-GPU benchmark (stock vs xtflow recipes)
+#   bash bench/gpu_session.sh multi    # 2 GPUs, DeepSpeed zero2, through the adapter; 1-GPU zero2 baseline
+# Expects .gpu/site.tar.xz: the Python 3.12 packages xtflow needs beside the machine's torch
+# (built on the CPU machine; see docs/benchmarks.md). Results go to $OUT.
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+if [ ! -d /tmp/site/xtuner ]; then
+  mkdir -p /tmp/site && tar -xJf .gpu/site.tar.xz -C /tmp/site
+  # Prefer the machine's own builds where it has them (they match its torch and CUDA).
+  python3 -c "import torchvision" 2>/dev/null && rm -rf /tmp/site/torchvision /tmp/site/torchvision-* /tmp/site/torchvision.libs
+  python3 -c "import skimage" 2>/dev/null && rm -rf /tmp/site/skimage /tmp/site/scikit_image*
+fi
+export PYTHONPATH=/tmp/site:$PWD/workflow PATH=/tmp/site/ninja/data/bin:$PATH HF_HOME=/tmp/hf PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers, xtuner, bitsandbytes, peft, mmengine; print('torch', torch.__version__, 'transformers', transformers.__version__, 'xtuner', xtuner.__version__, 'bitsandbytes', bitsandbytes.__version__, 'peft', peft.__version__)" | tee -a "$OUT/gpu.txt"
+case "${1:-single}" in
+  single)
+    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 bench/gpu_train_bench.py --out "$OUT/bench1" 2>&1 | tail -n 400 > "$OUT/bench1.log" || true
+    grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
+    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15
+    ;;
+  multi)
+    timeout 270 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true
+    grep -E "^(model|dataset|qlora) " "$OUT/bench2.log" || tail -40 "$OUT/bench2.log"
+    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 bench/gpu_train_bench.py --out "$OUT/bench3" --variants qlora --gpus 1 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench3.log" || true
+    grep -E "^(qlora) " "$OUT/bench3.log" || tail -40 "$OUT/bench3.log"
+    ;;
+esac

@@ -1,0 +1,63 @@
+"""GPU-only paths (4-bit QLoRA, bf16 AMP, DeepSpeed): run with `make test-gpu` / `pytest -m gpu` on a CUDA machine.
+
+They call the stage functions the rules call (no Snakemake needed on the GPU machine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+
+@pytest.fixture(autouse=True)
+def _cuda() -> None:
+    """Selected only with -m gpu; there, a machine without a GPU is a failure, not a skip."""
+    import torch
+
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA GPU"
+
+from xtflow.dataset import IdentitySpec, build_dataset  # noqa: E402
+from xtflow.export import export_adapter, merge_adapter  # noqa: E402
+from xtflow.tiny_model import TinyModelSpec, build_tiny_model  # noqa: E402
+from xtflow.train import train  # noqa: E402
+from xtflow.xtuner_config import XtunerSettings, write_config  # noqa: E402
+
+
+def run_stages(tmp: Path, **overrides) -> Path:
+    model, data = tmp / "base_model", tmp / "train.json"
+    build_tiny_model(TinyModelSpec(1024, 64, 128, 2, 4, 512, 0), model)
+    build_dataset(IdentitySpec("XtBot", "the xtflow team", {"en": "I am {name}, made by {maker}.", "zh": "我是{name}。"},
+                               {"en": ["Who are you?"], "zh": ["你是谁？"]}, 256, 42), [], data)
+    s = XtunerSettings(
+        model_path=str(model), data_path=str(data), prompt_template="internlm2_chat", max_length=128,
+        pack_to_max_length=False, batch_size=8, accumulative_counts=1, max_epochs=2, lr=2e-3, warmup_ratio=0.1,
+        save_steps=32, save_total_limit=2, evaluation_freq=1000, evaluation_inputs=["Who are you?"],
+        evaluation_max_new_tokens=8, system="", seed=42, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+        load_in_4bit=True, dtype="bfloat16", gradient_checkpointing=True, device="cuda",
+    )
+    s = replace(s, **overrides)
+    config, log = tmp / "cfg.py", tmp / "train.log"
+    write_config("internlm2_1_8b_qlora_alpaca_e3", s, config)
+    handle = tmp / "final_checkpoint.pth"
+    train(config, data, model, tmp / "work_dir", handle, log, None, 1, s.warmup_ratio)
+    export_adapter(config, handle, tmp / "hf_adapter", False, "2GB", log)
+    merge_adapter(model, tmp / "hf_adapter", tmp / "final_model", "cpu", "2GB", log)
+    return tmp
+
+
+def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
+    out = run_stages(tmp_path)
+    assert (out / "hf_adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "final_model" / "model.safetensors").is_file()
+    log = (out / "train.log").read_text(errors="replace")
+    assert "Iter(train) [60/64]" in log and "memory:" in log
+
+
+def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:
+    out = run_stages(tmp_path, load_in_4bit=False, gradient_checkpointing=False)
+    assert (out / "final_model" / "model.safetensors").is_file()
