@@ -139,9 +139,9 @@ def main() -> None:
     peak = 989e12 if "H100" in gpu or "H200" in gpu else float("nan")  # dense bf16 FLOP/s (SXM)
     params = 1.89e9
     results = {"gpu": gpu, "gpus": args.gpus, "deepspeed": args.deepspeed, "tokens": args.tokens, "variants": {}}
-    for name, settings in variants(data, model).items():
-        if name not in args.variants.split(","):
-            continue
+    all_variants = variants(data, model)
+    for name in args.variants.split(","):
+        settings = all_variants[name]
         run = args.work / f"{name}-{args.gpus}gpu-{args.deepspeed or 'ddp'}"
         run.mkdir(exist_ok=True)
         config, log = run / "config.py", run / "train.log"
