@@ -18,9 +18,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, transformers, xtuner, bitsandbytes, peft, mmengine; print('torch', torch.__version__, 'transformers', transformers.__version__, 'xtuner', xtuner.__version__, 'bitsandbytes', bitsandbytes.__version__, 'peft', peft.__version__)" | tee -a "$OUT/gpu.txt"
 case "${1:-single}" in
   single)
-    CUDA_VISIBLE_DEVICES=0 timeout 420 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 98304 --variants qlora,lora,stock 2>&1 | tail -n 400 > "$OUT/bench1.log" || true
+    CUDA_VISIBLE_DEVICES=0 timeout 380 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 98304 --variants stock,qlora,lora 2>&1 | tail -n 400 > "$OUT/bench1.log" || true
     grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
-    CUDA_VISIBLE_DEVICES=0 timeout 110 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15
+    CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py -k qlora 2>&1 | tail -4
+    ;;
+  multi2)
+    timeout 300 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true
+    grep -E "^(model|dataset|qlora) " "$OUT/bench2.log" || tail -40 "$OUT/bench2.log"
     ;;
   multi)
     timeout 270 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true

@@ -47,7 +47,7 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
     stock = XtunerSettings(
         model_path=str(model), data_path=str(data), prompt_template="internlm2_chat", max_length=MAX_LENGTH,
         pack_to_max_length=True, batch_size=1, accumulative_counts=16, max_epochs=1, lr=2e-4,
-        warmup_ratio=0.125, save_steps=500, save_total_limit=2, evaluation_freq=500,
+        warmup_ratio=0.25, save_steps=500, save_total_limit=2, evaluation_freq=500,
         evaluation_inputs=STOCK_INPUTS, evaluation_max_new_tokens=600, system=SYSTEM_TEMPLATE.alpaca, seed=42,
         lora_r=64, lora_alpha=16, lora_dropout=0.1, load_in_4bit=True, dtype="float16",
         gradient_checkpointing=True, device="cuda",
