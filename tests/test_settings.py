@@ -74,3 +74,18 @@ def test_key_order_does_not_matter() -> None:
     a = default_config()
     b = {k: (dict(reversed(list(v.items()))) if isinstance(v, dict) else v) for k, v in reversed(list(a.items()))}
     assert repr(validate(a)) == repr(validate(b))
+
+
+def test_gpu_recipe_config_is_valid_and_patches() -> None:
+    """config/internlm2_chat_1_8b.yaml merged over the default (as `--configfile` does) validates and patches."""
+    import yaml
+
+    from conftest import REPO
+
+    recipe = yaml.safe_load((REPO / "config" / "internlm2_chat_1_8b.yaml").read_text(encoding="utf-8"))
+    merged = default_config()
+    for section, values in recipe.items():
+        merged[section].update(values)
+    cfg = validate(merged)
+    assert cfg["xtuner"]["load_in_4bit"] and cfg["xtuner"]["device"] == "cuda" and cfg["xtuner"]["dtype"] == "bfloat16"
+    assert cfg["xtuner"]["batch_size"] * cfg["xtuner"]["accumulative_counts"] == 16
