@@ -10,8 +10,9 @@ PYTEST_ARGS ?=
 .PHONY: setup system-deps demo test test-gpu rulegraph chat web clean
 
 # Debian packages the tests need: graphviz (rule graph), chromium (web demo test),
-# fonts-wqy-zenhei (Chinese text in the browser's screenshots).
-SYSTEM_DEPS := graphviz chromium fonts-wqy-zenhei
+# fonts-wqy-zenhei (Chinese text in the browser's screenshots), SLURM with accounting
+# (tests/test_slurm.py brings up a one-node cluster).
+SYSTEM_DEPS := graphviz chromium fonts-wqy-zenhei slurmctld slurmd slurm-client slurmdbd munge mariadb-server
 
 setup: $(STAMP)
 

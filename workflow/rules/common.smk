@@ -51,9 +51,26 @@ def checkpoint_output():
     return directory(CHECKPOINT) if TRAIN["deepspeed"] else CHECKPOINT
 
 
-def gpus_for(device):
-    """GPUs a job asks its executor (e.g. SLURM) for."""
-    return TRAIN["gpus"] if device == "cuda" else 0
+def gpus_for(device, count):
+    """GPUs a job needs: `count` on cuda, none on cpu."""
+    return count if device == "cuda" else 0
+
+
+def gpu_resource(device, count):
+    """Snakemake's `gpu` resource (the SLURM plugin's --gpus) when train.gpu_request is `gpus`."""
+    return gpus_for(device, count) if TRAIN["gpu_request"] == "gpus" else 0
+
+
+def gpu_model_resource(device, count):
+    return TRAIN["gpu_model"] or "" if gpu_resource(device, count) else ""
+
+
+def gres_resource(device, count):
+    """The `gres` resource (--gres=gpu[:model]:N) when train.gpu_request is `gres`."""
+    n = gpus_for(device, count)
+    if TRAIN["gpu_request"] != "gres" or not n:
+        return ""
+    return ":".join(["gpu", *([TRAIN["gpu_model"]] if TRAIN["gpu_model"] else []), str(n)])
 
 
 onstart:

@@ -23,6 +23,10 @@ rule merge:
         adapter=ADAPTER,
     output:
         model=directory(FINAL_MODEL),
+    resources:
+        gpu=gpu_resource(config["merge"]["device"], 1),
+        gpu_model=gpu_model_resource(config["merge"]["device"], 1),
+        gres=gres_resource(config["merge"]["device"], 1),
     params:
         device=config["merge"]["device"],
         max_shard_size=config["merge"]["max_shard_size"],
