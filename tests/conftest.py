@@ -22,6 +22,16 @@ def default_config() -> dict[str, Any]:
     return copy.deepcopy(DEFAULT_CONFIG)
 
 
+def set_key(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
+    """Set config['a']['b'] = value for dotted key 'a.b' (creating sections); returns config."""
+    *parents, last = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+    return config
+
+
 def write_config(workdir: Path, config: dict[str, Any]) -> Path:
     """Lay out a user's project: <workdir>/config/config.yaml."""
     path = workdir / "config" / "config.yaml"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, SNAKEFILE, default_config, snakemake, write_config
+from conftest import REPO, SNAKEFILE, default_config, set_key, snakemake, write_config
 from xtflow.errors import XtflowError
 
 
@@ -29,15 +29,6 @@ class Case:
     situation: str  # what the user did, as the README says it
     message: str  # the part of the error every user sees (README "Message" column)
     run: Callable[[Path], str]  # makes the situation in a fresh dir, returns the error text
-
-
-def _set(config: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    *parents, last = dotted.split(".")
-    node = config
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = value
-    return config
 
 
 def _error_line(proc: subprocess.CompletedProcess) -> str:
@@ -53,7 +44,7 @@ def dry_run_with(**changes: Any) -> Callable[[Path], str]:
     def run(tmp: Path) -> str:
         config = default_config()
         for key, value in changes.items():
-            _set(config, key.replace("__", "."), value)
+            set_key(config, key.replace("__", "."), value)
         write_config(tmp, config)
         return _error_line(snakemake(tmp, "-n"))
 
@@ -91,7 +82,7 @@ def dataset_file(text: str) -> Callable[[Path], str]:
     def run(tmp: Path) -> str:
         (tmp / "data").mkdir(parents=True, exist_ok=True)
         (tmp / "data" / "mine.json").write_text(text, encoding="utf-8")
-        write_config(tmp, _set(default_config(), "dataset.files", ["data/mine.json"]))
+        write_config(tmp, set_key(default_config(), "dataset.files", ["data/mine.json"]))
         msg = _error_line(snakemake(tmp, "results/data/train.json"))
         assert not (tmp / "results" / "data" / "train.json").exists()
         return msg
@@ -105,7 +96,7 @@ def training_with(**changes: Any) -> Callable[[Path], str]:
     def run(tmp: Path) -> str:
         config = default_config()
         for key, value in changes.items():
-            _set(config, key.replace("__", "."), value)
+            set_key(config, key.replace("__", "."), value)
         if "long_prompts" in config["dataset"]:
             config["dataset"].pop("long_prompts")
             (tmp / "data").mkdir()

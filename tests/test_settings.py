@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conftest import default_config, snakemake, write_config
+from conftest import default_config, set_key, snakemake, write_config
 from xtflow.errors import XtflowError
 from xtflow.settings import validate
 
@@ -19,15 +19,6 @@ def test_embedded_default_is_valid_and_defaults_are_filled() -> None:
     assert cfg["merge"]["device"] == "cpu"
     shipped = validate(default_config())
     assert shipped["xtuner"]["device"] == "cpu" and shipped["base_model"]["path"] is None
-
-
-def _set(cfg: dict[str, Any], dotted: str, value: Any) -> dict[str, Any]:
-    *parents, last = dotted.split(".")
-    node = cfg
-    for p in parents:
-        node = node.setdefault(p, {})
-    node[last] = value
-    return cfg
 
 
 CASES = [
@@ -48,13 +39,13 @@ CASES = [
 @pytest.mark.parametrize("key,value,message", CASES, ids=[f"{c[0]}={c[1]!r}" for c in CASES])
 def test_bad_value_names_the_key(key: str, value: Any, message: str) -> None:
     with pytest.raises(XtflowError) as err:
-        validate(_set(default_config(), key, value))
+        validate(set_key(default_config(), key, value))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_snakemake_refuses_bad_config_in_one_line(tmp_path: Path) -> None:
-    write_config(tmp_path, _set(default_config(), "xtuner.lr", -1))
+    write_config(tmp_path, set_key(default_config(), "xtuner.lr", -1))
     proc = snakemake(tmp_path, "-n")
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
@@ -63,7 +54,7 @@ def test_snakemake_refuses_bad_config_in_one_line(tmp_path: Path) -> None:
 
 
 def test_snakemake_refuses_missing_dataset_file(tmp_path: Path) -> None:
-    write_config(tmp_path, _set(default_config(), "dataset.files", ["data/mine.json"]))
+    write_config(tmp_path, set_key(default_config(), "dataset.files", ["data/mine.json"]))
     proc = snakemake(tmp_path, "-n")
     assert proc.returncode != 0
     assert "config key 'dataset.files[0]': 'data/mine.json' does not exist" in proc.stderr
