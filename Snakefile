@@ -4,7 +4,8 @@
 #   snakemake -n                         # dry run: what would run, and why
 #   snakemake --configfile my.yaml ...   # your own settings (see config/config.yaml)
 #
-# Stages (one rule file each): dataset -> base_model -> xtuner_config -> train -> adapter -> merge.
+# Stages (one rule file each): dataset -> base_model -> xtuner_config -> train -> adapter -> merge,
+# and evaluate (results/eval/summary.csv: base vs final model).
 
 from snakemake.utils import min_version
 
@@ -20,6 +21,7 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/xtuner_config.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

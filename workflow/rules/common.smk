@@ -39,6 +39,14 @@ ADAPTER = "results/hf_adapter"
 FINAL_MODEL = "results/final_model"
 
 
+def probe_file(kind):
+    """A probe file from config `evaluation.<kind>`, or the one shipped with xtflow."""
+    from xtflow.evaluate import PROBES
+
+    default = {"identity": "identity_heldout.txt", "unrelated": "unrelated.txt", "general": "general.tsv"}[kind]
+    return config["evaluation"][kind] or str(PROBES / default)
+
+
 def verbatim(value):
     """A params value Snakemake must not format: it expands `{...}` in strings as wildcards, so a
     name like "{x}" would break the run. A function's result is used as it is (and still compared

@@ -1,0 +1,23 @@
+"""Snakemake job: score base and final model (see xtflow.evaluate)."""
+
+from pathlib import Path
+
+from xtflow.chat import RunSettings
+from xtflow.evaluate import evaluate, load_probes
+from xtflow.snakemake_io import run_job
+
+snakemake = snakemake  # noqa: F821 (injected by Snakemake)
+
+
+def job(log: Path) -> None:
+    p, i, o = snakemake.params, snakemake.input, snakemake.output
+    probes = load_probes(Path(i.identity), Path(i.unrelated), Path(i.general))
+    summary = evaluate(
+        Path(i.base), Path(i.final), RunSettings(p.prompt_template, p.system), probes, p.name, p.maker,
+        dict(p.answers), p.max_new_tokens, Path(o.summary), Path(o.replies),
+    )
+    for model, scores in summary.items():
+        print(f"xtflow: {model}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+
+run_job(snakemake, job)

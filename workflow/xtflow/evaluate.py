@@ -1,0 +1,108 @@
+"""Measure what the tutorial only eyeballed, for the base and the final model.
+
+- identity accuracy: share of held-out identity questions (never in the training set) whose
+  reply states the configured name;
+- over-trigger rate: share of unrelated questions answered with the identity sentence
+  (the name, or a reply close to an identity answer);
+- general accuracy: share of general questions whose reply contains the reference answer;
+  for the final model also `retention` (its general accuracy over the base model's) and
+  `base_agreement` (mean text similarity of its replies to the base model's, rapidfuzz).
+
+Replies are greedy, batched and bounded (`evaluation.max_new_tokens`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from rapidfuzz import fuzz
+
+from xtflow.chat import ChatModel, RunSettings
+from xtflow.dataset import fill
+from xtflow.errors import XtflowError
+from xtflow.fsutil import atomic_write_text
+
+PROBES = Path(__file__).with_name("data") / "probes"
+SIMILAR = 80.0  # rapidfuzz ratio above which a reply "is" an identity answer
+
+
+@dataclass(frozen=True)
+class Probes:
+    identity: list[str]
+    unrelated: list[str]
+    general: list[tuple[str, str]]
+
+
+def _lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise XtflowError(f"{path}: probe file does not exist")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    out = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not out:
+        raise XtflowError(f"{path}: probe file holds no questions")
+    return out
+
+
+def load_probes(identity: Path, unrelated: Path, general: Path) -> Probes:
+    pairs = []
+    for i, line in enumerate(_lines(general)):
+        parts = line.split("\t")
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            raise XtflowError(f"{general}: line {i + 1} is not 'question<TAB>reference'")
+        pairs.append((parts[0].strip(), parts[1].strip()))
+    return Probes(_lines(identity), _lines(unrelated), pairs)
+
+
+def states_name(reply: str, name: str) -> bool:
+    return name.casefold() in reply.casefold()
+
+
+def is_identity_reply(reply: str, name: str, identity_answers: list[str]) -> bool:
+    return states_name(reply, name) or any(fuzz.ratio(reply, a) >= SIMILAR for a in identity_answers)
+
+
+def evaluate(
+    base: Path, final: Path, settings: RunSettings, probes: Probes, name: str, maker: str,
+    answers: dict[str, str], max_new_tokens: int, out_summary: Path, out_replies: Path,
+) -> dict[str, dict[str, float]]:
+    identity_answers = [fill(t, name, maker) for t in answers.values()]
+    rows: list[dict[str, str]] = []
+    summary: dict[str, dict[str, float]] = {}
+    replies: dict[str, list[str]] = {}
+    for label, path in (("base", base), ("final", final)):
+        model = ChatModel(path, settings, device="cpu")
+        ident = model.reply_batch(probes.identity, max_new_tokens)
+        unrel = model.reply_batch(probes.unrelated, max_new_tokens)
+        gen = model.reply_batch([q for q, _ in probes.general], max_new_tokens)
+        replies[label] = gen
+        correct = [ref.casefold() in r.casefold() for r, (_, ref) in zip(gen, probes.general)]
+        summary[label] = {
+            "identity_accuracy": sum(states_name(r, name) for r in ident) / len(ident),
+            "over_trigger_rate": sum(is_identity_reply(r, name, identity_answers) for r in unrel) / len(unrel),
+            "general_accuracy": sum(correct) / len(correct),
+        }
+        for kind, qs, rs in (("identity", probes.identity, ident), ("unrelated", probes.unrelated, unrel),
+                             ("general", [q for q, _ in probes.general], gen)):
+            rows += [{"model": label, "set": kind, "question": q, "reply": r} for q, r in zip(qs, rs)]
+    base_acc = summary["base"]["general_accuracy"]
+    summary["final"]["retention"] = summary["final"]["general_accuracy"] / base_acc if base_acc else float("nan")
+    summary["final"]["base_agreement"] = sum(
+        fuzz.ratio(f, b) / 100 for f, b in zip(replies["final"], replies["base"])
+    ) / len(probes.general)
+    atomic_write_text(out_summary, _csv(
+        [{"model": m, **{k: f"{v:.4f}" for k, v in s.items()}} for m, s in summary.items()],
+        ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"],
+    ))
+    atomic_write_text(out_replies, _csv(rows, ["model", "set", "question", "reply"]))
+    return summary
+
+
+def _csv(rows: list[dict[str, str]], fields: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
