@@ -1,5 +1,5 @@
 rule adapter:
-    """Convert the final checkpoint to a Hugging Face (PEFT) adapter: xtuner pth_to_hf."""
+    """Convert the final checkpoint to a Hugging Face (PEFT) adapter (xtuner.tools.model_converters.pth_to_hf)."""
     input:
         config=XTUNER_CONFIG,
         checkpoint=CHECKPOINT,
@@ -17,7 +17,7 @@ rule adapter:
 
 
 rule merge:
-    """Merge the adapter into the base model: xtuner convert merge -> results/final_model."""
+    """Merge the adapter into the base model (xtuner.tools.model_converters.merge) -> results/final_model."""
     input:
         model=BASE_MODEL,
         adapter=ADAPTER,
