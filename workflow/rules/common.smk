@@ -70,7 +70,7 @@ def gpu_resource(device, count):
 
 
 def gpu_model_resource(device, count):
-    return TRAIN["gpu_model"] or "" if gpu_resource(device, count) else ""
+    return (TRAIN["gpu_model"] or "") if gpu_resource(device, count) else ""
 
 
 def gres_resource(device, count):

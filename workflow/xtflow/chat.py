@@ -59,9 +59,11 @@ def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
     """(model dir, adapter dir or None) for final/base/adapter; refuses what is not built yet."""
     if which not in MODELS:
         raise XtflowError(f"unknown model '{which}' (choose from {', '.join(MODELS)})")
-    needed = [MODELS[which]] if which != "adapter" else [MODELS["base"], MODELS["adapter"]]
-    for rel in needed:
-        if not (workdir / rel / "adapter_config.json" if rel == MODELS["adapter"] else workdir / rel / "config.json").is_file():
+    # what marks each directory as built: a model's config.json, an adapter's adapter_config.json
+    needed = {"final": [(MODELS["final"], "config.json")], "base": [(MODELS["base"], "config.json")],
+              "adapter": [(MODELS["base"], "config.json"), (MODELS["adapter"], "adapter_config.json")]}[which]
+    for rel, marker in needed:
+        if not (workdir / rel / marker).is_file():
             raise XtflowError(f"{rel} does not exist yet: run `snakemake --cores 1 {rel}` first")
     if which == "adapter":
         return workdir / MODELS["base"], workdir / MODELS["adapter"]
@@ -117,7 +119,7 @@ class ChatModel:
     def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         eos = self.model.generation_config.eos_token_id
         eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
-        stop = [s for s in self.template.get("STOP_WORDS", [])]
+        stop = self.template.get("STOP_WORDS", [])
         stop_ids = [i for s in stop if len(ids := self.tokenizer.encode(s, add_special_tokens=False)) == 1 for i in ids]
         kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_new_tokens,

@@ -72,11 +72,12 @@ def evaluate(
     rows: list[dict[str, str]] = []
     summary: dict[str, dict[str, float]] = {}
     replies: dict[str, list[str]] = {}
+    general_questions = [q for q, _ in probes.general]
     for label, path in (("base", base), ("final", final)):
         model = ChatModel(path, settings, device="cpu")
         ident = model.reply_batch(probes.identity, max_new_tokens)
         unrel = model.reply_batch(probes.unrelated, max_new_tokens)
-        gen = model.reply_batch([q for q, _ in probes.general], max_new_tokens)
+        gen = model.reply_batch(general_questions, max_new_tokens)
         replies[label] = gen
         correct = [ref.casefold() in r.casefold() for r, (_, ref) in zip(gen, probes.general)]
         summary[label] = {
@@ -85,7 +86,7 @@ def evaluate(
             "general_accuracy": sum(correct) / len(correct),
         }
         for kind, qs, rs in (("identity", probes.identity, ident), ("unrelated", probes.unrelated, unrel),
-                             ("general", [q for q, _ in probes.general], gen)):
+                             ("general", general_questions, gen)):
             rows += [{"model": label, "set": kind, "question": q, "reply": r} for q, r in zip(qs, rs)]
     base_acc = summary["base"]["general_accuracy"]
     summary["final"]["retention"] = summary["final"]["general_accuracy"] / base_acc if base_acc else float("nan")

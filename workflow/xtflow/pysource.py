@@ -67,13 +67,6 @@ class SourceEditor:
             raise PatchError(f"{self.origin}: sets '{name}' {len(found)} times at top level; cannot patch it unambiguously")
         return found[0]
 
-    def has_assignment(self, name: str) -> bool:
-        try:
-            self.assignment(name)
-        except PatchError:
-            return False
-        return True
-
     def dict_call(self, node: ast.AST, where: str) -> ast.Call:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict"):
             raise PatchError(f"{self.origin}: '{where}' is not a dict(...) to patch")
