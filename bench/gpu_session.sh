@@ -22,6 +22,15 @@ case "${1:-single}" in
     grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
     CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py -k qlora 2>&1 | tail -4
     ;;
+  issue7)
+    # issue 7 in one call: stock vs the QLoRA recipe vs bf16 LoRA, same GPU, same data, fresh work dir;
+    # then one LoRA training step profiled (xtuner's fp32 upcast of frozen weights vs bf16 kept).
+    rm -rf /tmp/xtflow-bench
+    CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 196608 --variants stock,qlora,lora 2>&1 | tail -n 600 > "$OUT/bench1.log" || true
+    grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
+    CUDA_VISIBLE_DEVICES=0 timeout 110 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4,8 --profile 2>&1 | grep -v Warning > "$OUT/profile.log" || true
+    grep -E "^(gpu|xtuner|bf16-frozen):" "$OUT/profile.log" || tail -30 "$OUT/profile.log"
+    ;;
   multi2)
     timeout 300 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true
     grep -E "^(model|dataset|qlora) " "$OUT/bench2.log" || tail -40 "$OUT/bench2.log"

@@ -117,9 +117,32 @@ def last_error_line(log: Path) -> str:
     return lines[-1] if lines else "no output"
 
 
-def time_chat_sampling() -> None:
-    """Report the time XTuner's EvaluateChatHook spends sampling (it also samples at every
-    checkpoint save, and before and after training): one line in the train log at exit."""
+def prepare_lora_keeping_dtype(model: Any, use_gradient_checkpointing: bool = True,
+                               gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
+    """XTuner's LoRA preparation without casting an unquantized model's frozen weights to fp32.
+
+    XTuner 0.2.0 calls peft's `prepare_model_for_kbit_training` for every LoRA model, quantized or
+    not; for an unquantized bf16 model that doubles the weights' memory and makes autocast cast every
+    frozen weight back to bf16 in every matmul. For such a model this only freezes the weights (all
+    that function does besides the cast); 4-bit and 8-bit models go through peft unchanged.
+    """
+    from peft import prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def bound_chat_sampling() -> None:
+    """Keep XTuner's EvaluateChatHook to the bound the config sets, and time it.
+
+    XTuner 0.2.0 ignores the hook's `max_new_tokens` before training (it samples 50 tokens there),
+    and samples twice at the end: at the last iteration's checkpoint and again after training,
+    from the same weights. Here the first sample keeps to the configured bound where that is below
+    50 tokens, and the repeated end sample is skipped. One line in the train log per sample and a total at exit.
+    """
     import atexit
     import time
 
@@ -128,15 +151,31 @@ def time_chat_sampling() -> None:
     spent = {"seconds": 0.0, "calls": 0}
     original = EvaluateChatHook._generate_samples
 
-    def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def timed(self: Any, runner: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return original(self, *args, **kwargs)
+            return original(self, runner, *args, **kwargs)
         finally:
-            spent["seconds"] += time.perf_counter() - start
+            took = time.perf_counter() - start
+            spent["seconds"] += took
             spent["calls"] += 1
+            self._xtflow_sampled_after = runner.iter
+            runner.logger.info(f"xtflow: EvaluateChatHook sample at iteration {runner.iter} took {took:.2f} s")
+
+    def before_train(self: Any, runner: Any) -> None:
+        # XTuner's 50 tokens here, or the configured bound where that is smaller
+        self._generate_samples(runner, max_new_tokens=min(50, self.max_new_tokens))
+
+    def after_train(self: Any, runner: Any) -> None:
+        # after_train_iter saw runner.iter == last index; after training runner.iter is one more
+        if getattr(self, "_xtflow_sampled_after", None) == runner.iter - 1:
+            runner.logger.info("xtflow: EvaluateChatHook already sampled these weights at the last iteration")
+            return
+        self._generate_samples(runner)
 
     EvaluateChatHook._generate_samples = timed
+    EvaluateChatHook.before_train = before_train
+    EvaluateChatHook.after_train = after_train
     atexit.register(lambda: print(f"xtflow: EvaluateChatHook sampling took {spent['seconds']:.2f} s in "
                                   f"{spent['calls']} calls", flush=True))
 
@@ -149,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     apply_cpu_shim()
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     if tool == "train":
-        time_chat_sampling()
+        bound_chat_sampling()
+        import xtuner.model.sft
+
+        xtuner.model.sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
     sys.argv = [TOOLS[tool], *rest]
     runpy.run_module(TOOLS[tool], run_name="__main__", alter_sys=True)
 

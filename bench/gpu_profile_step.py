@@ -1,0 +1,129 @@
+"""Where a LoRA training step's GPU time goes: XTuner's model wrapper, one step profiled.
+
+    python bench/gpu_profile_step.py --model DIR [--batch 4] [--steps 8] [--variants xtuner,bf16-frozen]
+
+Builds XTuner's `SupervisedFinetune` exactly as the workflow's config does (LoRA r 64 on every
+linear layer, dropout 0.1, the model loaded in bf16), then runs forward + backward + AdamW steps of
+`--batch` x 2048 tokens under bf16 autocast (what mmengine's AmpOptimWrapper does), outside mmengine
+(no data loading, no hooks). Prints per variant the median step time, tokens/s, the share of the
+GPU's dense bf16 peak (4 x parameters FLOP per token) and peak memory, then the CUDA kernels that
+take the time in one profiled step.
+
+Variants:
+  xtuner       as XTuner 0.2.0 builds it: `prepare_model_for_kbit_training` casts every frozen
+               bf16 weight to fp32, so autocast re-casts them to bf16 in every matmul, every step.
+  bf16-frozen  the frozen weights stay bf16 (autocast computes the same bf16 matmuls; the fp32
+               copies are exact upcasts of those bf16 values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+SEQ = 2048
+
+
+def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: bool):  # noqa: ANN201
+    import peft
+    import torch
+    import xtuner.model.sft as sft
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    original = peft.prepare_model_for_kbit_training
+    if keep_bf16:
+        from xtflow.xtuner_compat import prepare_lora_keeping_dtype
+
+        sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
+    try:
+        quant = (dict(type=BitsAndBytesConfig, load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16,
+                      bnb_4bit_use_double_quant=True, bnb_4bit_quant_type="nf4") if load_in_4bit else None)
+        llm = dict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(model_dir),
+                   torch_dtype=torch.bfloat16, quantization_config=quant)
+        lora = dict(type=LoraConfig, r=64, lora_alpha=16, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM")
+        model = sft.SupervisedFinetune(llm=llm, lora=lora, use_activation_checkpointing=checkpointing)
+    finally:
+        sft.prepare_model_for_kbit_training = original
+    return model.cuda()
+
+
+def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, params: float) -> None:  # noqa: ANN001
+    import torch
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.randint(100, 1000, (batch, SEQ), device="cuda", generator=g)
+    data = {"input_ids": ids, "labels": ids.clone(),
+            "position_ids": torch.arange(SEQ, device="cuda").expand(batch, SEQ).contiguous()}
+
+    def step() -> float:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(data, mode="loss")["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    torch.cuda.reset_peak_memory_stats()
+    losses = []
+    times = []
+    for _ in range(steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        losses.append(step())
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    s = statistics.median(times[2:])
+    tps = batch * SEQ / s
+    print(f"{name}: batch {batch} x {SEQ}  step {s:.3f} s  tokens/s {tps:,.0f}  "
+          f"MFU {100 * 4 * params * tps / peak:.1f}%  peak memory {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB  "
+          f"losses {' '.join(f'{float(x):.4f}' for x in losses[:4])}",
+          flush=True)
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
+
+        with prof(activities=[ProfilerActivity.CUDA]) as p:
+            step()
+            torch.cuda.synchronize()
+        print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--batch", default="4", help="comma-separated micro-batch sizes")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--variants", default="xtuner,bf16-frozen")
+    p.add_argument("--checkpointing", action="store_true")
+    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--profile", action="store_true")
+    args = p.parse_args()
+
+    import gc
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0)
+    peak = 989e12 if "H100" in gpu or "H200" in gpu else float("nan")
+    print(f"gpu: {gpu}", flush=True)
+    for name in args.variants.split(","):
+        torch.manual_seed(0)  # the same LoRA initialisation in every variant
+        model = build(args.model, name == "bf16-frozen", args.checkpointing, args.load_in_4bit)
+        params = sum(p.numel() for p in model.llm.get_base_model().parameters())
+        params = 1.89e9 if args.load_in_4bit else params  # 4-bit packs two weights per element
+        for batch in (int(b) for b in args.batch.split(",")):
+            try:
+                run(f"{name}", model, batch, args.steps, args.profile, peak, params)
+            except torch.OutOfMemoryError:
+                print(f"{name}: batch {batch}: out of GPU memory", flush=True)
+        del model
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
