@@ -1,6 +1,7 @@
 """Where a LoRA training step's GPU time goes: XTuner's model wrapper, one step profiled.
 
-    python bench/gpu_profile_step.py --model DIR [--batch 4] [--steps 8] [--variants xtuner,bf16-frozen]
+    python bench/gpu_profile_step.py --model DIR [--batch 4,8] [--steps 8] [--profile]
+                                      [--variants xtuner,bf16-frozen,xtuner+4bit+gc]
 
 Builds XTuner's `SupervisedFinetune` exactly as the workflow's config does (LoRA r 64 on every
 linear layer, dropout 0.1, the model loaded in bf16), then runs forward + backward + AdamW steps of
@@ -44,9 +45,13 @@ def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: b
         llm = dict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(model_dir),
                    torch_dtype=torch.bfloat16, quantization_config=quant)
         lora = dict(type=LoraConfig, r=64, lora_alpha=16, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM")
-        model = sft.SupervisedFinetune(llm=llm, lora=lora, use_activation_checkpointing=checkpointing)
+        from mmengine.config import ConfigDict
+
+        model = sft.SupervisedFinetune(llm=ConfigDict(llm), lora=ConfigDict(lora),
+                                       use_activation_checkpointing=checkpointing)
     finally:
         sft.prepare_model_for_kbit_training = original
+    model.train()  # from_pretrained leaves eval mode; mmengine's loop trains (dropout, checkpointing on)
     return model.cuda()
 
 
@@ -76,7 +81,8 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
         losses.append(step())
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    s = statistics.median(times[2:])
+    s = statistics.median(times[3:])
+    print(f"{name}: first step {times[0]:.1f} s", flush=True)
     tps = batch * SEQ / s
     print(f"{name}: batch {batch} x {SEQ}  step {s:.3f} s  tokens/s {tps:,.0f}  "
           f"MFU {100 * 4 * params * tps / peak:.1f}%  peak memory {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB  "
@@ -97,9 +103,8 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--batch", default="4", help="comma-separated micro-batch sizes")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--variants", default="xtuner,bf16-frozen")
-    p.add_argument("--checkpointing", action="store_true")
-    p.add_argument("--load-in-4bit", action="store_true")
+    p.add_argument("--variants", default="xtuner,bf16-frozen",
+                   help="comma-separated; append +4bit for QLoRA, +gc for activation checkpointing, +compile for torch.compile")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
 
@@ -110,14 +115,16 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0)
     peak = 989e12 if "H100" in gpu or "H200" in gpu else float("nan")
     print(f"gpu: {gpu}", flush=True)
-    for name in args.variants.split(","):
+    for spec in args.variants.split(","):
+        name, *flags = spec.split("+")
         torch.manual_seed(0)  # the same LoRA initialisation in every variant
-        model = build(args.model, name == "bf16-frozen", args.checkpointing, args.load_in_4bit)
-        params = sum(p.numel() for p in model.llm.get_base_model().parameters())
-        params = 1.89e9 if args.load_in_4bit else params  # 4-bit packs two weights per element
+        model = build(args.model, name == "bf16-frozen", "gc" in flags, "4bit" in flags)
+        if "compile" in flags:
+            model.llm = torch.compile(model.llm)
+        params = 1.89e9  # InternLM2-1.8B's shape (4-bit storage packs two weights per element)
         for batch in (int(b) for b in args.batch.split(",")):
             try:
-                run(f"{name}", model, batch, args.steps, args.profile, peak, params)
+                run(spec, model, batch, args.steps, args.profile, peak, params)
             except torch.OutOfMemoryError:
                 print(f"{name}: batch {batch}: out of GPU memory", flush=True)
         del model

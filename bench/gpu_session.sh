@@ -26,10 +26,17 @@ case "${1:-single}" in
     # issue 7 in one call: stock vs the QLoRA recipe vs bf16 LoRA, same GPU, same data, fresh work dir;
     # then one LoRA training step profiled (xtuner's fp32 upcast of frozen weights vs bf16 kept).
     rm -rf /tmp/xtflow-bench
-    CUDA_VISIBLE_DEVICES=0 timeout 400 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 196608 --variants stock,qlora,lora 2>&1 | tail -n 600 > "$OUT/bench1.log" || true
+    CUDA_VISIBLE_DEVICES=0 timeout 330 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 262144 --variants stock,qlora,lora 2>&1 | tail -n 600 > "$OUT/bench1.log" || true
     grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
-    CUDA_VISIBLE_DEVICES=0 timeout 110 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4,8 --profile 2>&1 | grep -v Warning > "$OUT/profile.log" || true
-    grep -E "^(gpu|xtuner|bf16-frozen):" "$OUT/profile.log" || tail -30 "$OUT/profile.log"
+    CUDA_VISIBLE_DEVICES=0 timeout 170 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4 --profile --steps 10 --variants xtuner,bf16-frozen,xtuner+4bit+gc,bf16-frozen+compile 2>&1 | grep -v Warning > "$OUT/profile.log" || true
+    grep -E "^(gpu|xtuner|bf16-frozen)" "$OUT/profile.log" || tail -30 "$OUT/profile.log"
+    ;;
+  profile)
+    # where a step's time goes: LoRA and QLoRA, with and without activation checkpointing
+    [ -f /tmp/xtflow-bench/model/config.json ] || CUDA_VISIBLE_DEVICES=0 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import gpu_train_bench as b; b.build_model(Path('/tmp/xtflow-bench/model'))"
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4 --profile --variants "${2:-xtuner,bf16-frozen,xtuner+4bit+gc}" 2>&1 | grep -v Warning > "$OUT/profile.log" || true
+    CUDA_VISIBLE_DEVICES=0 timeout 200 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 2,4,8 --variants "${3:-bf16-frozen,xtuner+4bit+gc,xtuner+4bit}" 2>&1 | grep -v Warning > "$OUT/batches.log" || true
+    grep -hE "^(gpu|xtuner|bf16-frozen)" "$OUT/profile.log" "$OUT/batches.log" || tail -30 "$OUT/profile.log"
     ;;
   multi2)
     timeout 300 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true

@@ -98,15 +98,21 @@ def build_data(out: Path, tokens: int, tokenizer_dir: Path) -> int:
     return len(records)
 
 
+WINDOW = 10  # mmengine's LogProcessor logs `time` as the mean of the last 10 iterations
+
+
 def parse_log(log: Path, batch: int, gpus: int) -> dict[str, float]:
+    """Steady-state s/iter: the logged window means whose 10 iterations all follow iteration 2
+    (the first iterations hold CUDA start-up); the last logged mean where the run is shorter."""
     text = log.read_text(encoding="utf-8", errors="replace")
-    times = [float(t) for t in re.findall(r"Iter\(train\) \[\s*\d+/\d+\].*?\btime: ([\d.]+)", text)]
+    logged = [(int(i), float(t)) for i, t in re.findall(r"Iter\(train\) \[\s*(\d+)/\d+\].*?\btime: ([\d.]+)", text)]
     mems = [int(m) for m in re.findall(r"Iter\(train\) .*?\bmemory: (\d+)", text)]
     sampling = re.findall(r"EvaluateChatHook sampling took ([\d.]+) s in (\d+) calls", text)
-    steady = times[1:] if len(times) > 2 else times  # the first window holds start-up
+    steady = [t for i, t in logged if i > WINDOW + 2] or [t for _, t in logged[-1:]]
     s_iter = statistics.median(steady) if steady else float("nan")
     return {
         "s_per_iter": s_iter,
+        "steady_windows": len(steady),
         "tokens_per_s_per_gpu": batch * MAX_LENGTH / s_iter if steady else float("nan"),
         "peak_memory_mb": max(mems) if mems else float("nan"),
         "sampling_s": float(sampling[-1][0]) if sampling else float("nan"),
