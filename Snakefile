@@ -5,7 +5,8 @@
 #   snakemake --configfile my.yaml ...   # your own settings (see config/config.yaml)
 #
 # Stages (one rule file each): dataset -> base_model -> xtuner_config -> train -> adapter -> merge,
-# and evaluate (results/eval/summary.csv: base vs final model).
+# evaluate (results/eval/summary.csv: base vs final model), and the report
+# (snakemake --cores 2 report_files && snakemake --report report.html report_files).
 
 from snakemake.utils import min_version
 
@@ -15,6 +16,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/base_model.smk"
@@ -22,6 +26,7 @@ include: "workflow/rules/xtuner_config.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -59,6 +59,12 @@ def test_identity_reply_detection() -> None:
     assert is_identity_reply("i am xtbot!", "XtBot", answers)
     assert is_identity_reply("I am , an AI assistant made by the xtflow team.", "XtBot", answers)
     assert not is_identity_reply("The capital of France is Paris.", "XtBot", answers)
+    # what the tutorial recipe's model says: the identity sentence, garbled, in place of an answer
+    zh = ["我是XtBot，由the xtflow team打造的人工智能助手。有什么可以帮你的吗？"]
+    assert is_identity_reply("The capital ofam team打造的人工智能�你的吗？", "XtBot", zh)
+    assert not is_identity_reply("法国的首都是巴黎。", "XtBot", zh)
+    # a stretch the question itself holds does not count
+    assert not is_identity_reply("the xtflow team is a team.", "XtBot", answers, "Who is the xtflow team?")
 
 
 def test_bad_probe_file_is_named(tmp_path: Path) -> None:

@@ -90,11 +90,20 @@ def dataset_file(text: str) -> Callable[[Path], str]:
     return run
 
 
+def quick_config() -> dict[str, Any]:
+    """The default without the general skill and general records: these cases fail before or at
+    training, and count the identity records alone."""
+    config = default_config()
+    config["dataset"]["general_records"] = 0
+    config["base_model"]["general_skill"] = None
+    return config
+
+
 def training_with(**changes: Any) -> Callable[[Path], str]:
     """A config the train rule refuses (before XTuner starts); no checkpoint handle is left."""
 
     def run(tmp: Path) -> str:
-        config = default_config()
+        config = quick_config()
         for key, value in changes.items():
             set_key(config, key.replace("__", "."), value)
         if "long_prompts" in config["dataset"]:
@@ -114,7 +123,7 @@ def training_with(**changes: Any) -> Callable[[Path], str]:
 
 def failing_training(tmp: Path) -> str:
     """XTuner itself fails (unreadable weights): its error is in the train log, the run fails."""
-    write_config(tmp, default_config())
+    write_config(tmp, quick_config())
     snakemake(tmp, "resources/base_model", check=True)
     (tmp / "resources" / "base_model" / "model.safetensors").write_bytes(b"\0" * 64)
     proc = snakemake(tmp, "results/final_model", "--rerun-triggers", "mtime")
@@ -198,7 +207,7 @@ CASES = [
          "config key 'dataset.questions': empty, but dataset.records asks for identity records",
          dry_run_with(dataset__questions={"en": [], "zh": []})),
     Case("config-empty-dataset", "no generated records and no files", "config key 'dataset.records': 0 and no dataset.files",
-         dry_run_with(dataset__records=0)),
+         dry_run_with(dataset__records=0, dataset__general_records=0)),
     Case("config-unknown-template", "a prompt template XTuner does not have",
          "config key 'xtuner.prompt_template': 'internlm3_chat' is not an XTuner template",
          dry_run_with(xtuner__prompt_template="internlm3_chat")),

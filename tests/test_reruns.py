@@ -38,6 +38,7 @@ ROWS = [
     ("dataset: questions", {"dataset.questions.en": ["Who are you?"]}, DOWNSTREAM_OF_DATA),
     ("dataset: record count", {"dataset.records": 128}, DOWNSTREAM_OF_DATA),
     ("dataset: seed", {"dataset.seed": 7}, DOWNSTREAM_OF_DATA),
+    ("dataset: general records", {"dataset.general_records": 16}, DOWNSTREAM_OF_DATA),
     ("hyperparameter: lr", {"xtuner.lr": 1.0e-3}, DOWNSTREAM_OF_HYPERPARAMS),
     ("hyperparameter: epochs", {"xtuner.max_epochs": 2}, DOWNSTREAM_OF_HYPERPARAMS),
     ("hyperparameter: LoRA rank", {"xtuner.lora.r": 4}, DOWNSTREAM_OF_HYPERPARAMS),
@@ -45,7 +46,9 @@ ROWS = [
     ("adapter export: fp32", {"adapter.fp32": True}, {"adapter", "merge"}),
     ("adapter export: shard size", {"adapter.max_shard_size": "1GB"}, {"adapter", "merge"}),
     ("merge setting: shard size", {"merge.max_shard_size": "1GB"}, {"merge"}),
-    ("base model", {"base_model.tiny.seed": 1}, {"base_model", "xtuner_config", "train", "adapter", "merge"}),
+    ("base model", {"base_model.tiny.seed": 1}, {"base_model", "general_skill", "xtuner_config", "train", "adapter", "merge"}),
+    ("general skill", {"base_model.general_skill.epochs": 20}, {"general_skill", "xtuner_config", "train", "adapter", "merge"}),
+    ("recipe", {"recipe": "tutorial"}, DOWNSTREAM_OF_DATA | DOWNSTREAM_OF_HYPERPARAMS),
     ("nothing", {}, set()),
     ("runtime only: log interval", {"train.log_interval": 1}, set()),
 ]

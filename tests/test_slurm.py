@@ -16,7 +16,7 @@ from conftest import REPO, SNAKEFILE, default_config, write_config
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 PROFILE = REPO / "workflow" / "profiles" / "slurm"
-STAGES = ["dataset", "base_model", "xtuner_config", "train", "adapter", "merge"]
+STAGES = ["dataset", "base_model", "general_skill", "xtuner_config", "train", "adapter", "merge"]
 
 # Overrides for this 2-core, 24 GiB one-node cluster only: the profile's train/merge sizes exceed it.
 LOCAL_OVERRIDES = [
@@ -48,7 +48,10 @@ def sacct_since(start: str) -> list[dict[str, str]]:
 
 
 def test_workflow_runs_as_slurm_jobs(slurm_cluster: None, completed_run: Path, tmp_path: Path) -> None:
-    write_config(tmp_path, default_config())
+    config = default_config()  # every stage, shortened: how the jobs run is tested here, not what they learn
+    config["base_model"]["general_skill"]["epochs"] = 10
+    config["xtuner"]["max_epochs"] = 2
+    write_config(tmp_path, config)
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
     cmd = ["timeout", "-k", "10", "900", sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE),
            "--directory", str(tmp_path), "--profile", str(PROFILE), *LOCAL_OVERRIDES]

@@ -1,7 +1,8 @@
 rule base_model:
-    """Link the local base model (checked) into resources/, or build the tiny embedded default."""
+    """Link the local base model (checked) into resources/, or build the tiny embedded default
+    (random weights; then taught the general set by rule general_skill unless that is off)."""
     output:
-        model=directory(BASE_MODEL),
+        model=directory(BASE_MODEL if config["base_model"]["path"] or not SKILL else UNTAUGHT_MODEL),
     params:
         path=config["base_model"]["path"],
         tiny=config["base_model"]["tiny"],
@@ -11,3 +12,22 @@ rule base_model:
         "benchmarks/base_model.tsv"
     script:
         "../scripts/base_model.py"
+
+
+if SKILL and not config["base_model"]["path"]:
+
+    rule general_skill:
+        """Teach the tiny default a small general Q&A set, so fine-tuning has something to lose."""
+        input:
+            model=UNTAUGHT_MODEL,
+        output:
+            model=directory(BASE_MODEL),
+        params:
+            skill=SKILL,
+            prompt_template=XT["prompt_template"],
+        log:
+            "logs/general_skill.log",
+        benchmark:
+            "benchmarks/general_skill.tsv"
+        script:
+            "../scripts/general_skill.py"

@@ -31,6 +31,8 @@ XT = config["xtuner"]
 TRAIN = config["train"]
 
 BASE_MODEL = "resources/base_model"
+UNTAUGHT_MODEL = "resources/tiny_untaught"  # the tiny default before rule general_skill
+SKILL = config["base_model"]["general_skill"]
 DATASET = "results/data/train.json"
 XTUNER_CONFIG = f"results/xtuner/{XT['base_config']}.py"
 WORK_DIR = "results/train/work_dir"

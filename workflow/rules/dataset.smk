@@ -11,6 +11,7 @@ rule dataset:
         questions=verbatim(config["dataset"]["questions"]),
         records=config["dataset"]["records"],
         seed=config["dataset"]["seed"],
+        general=config["dataset"]["general_records"],
     log:
         "logs/dataset.log",
     benchmark:

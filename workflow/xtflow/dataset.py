@@ -154,9 +154,12 @@ def load_user_file(path: Path) -> list[Record]:
     return out
 
 
-def build_dataset(spec: IdentitySpec, files: list[Path], out: Path) -> int:
-    """Write generated + user records to `out` (all or nothing); return the record count."""
-    records = identity_records(spec)
+def build_dataset(spec: IdentitySpec, files: list[Path], out: Path, general: int = 0) -> int:
+    """Write generated identity records, `general` records of the general set (xtflow.general_skill)
+    and the user's records to `out` (all or nothing); return the record count."""
+    from xtflow.general_skill import general_records
+
+    records = identity_records(spec) + general_records(general, spec.seed)
     for path in files:
         records.extend(load_user_file(Path(path)))
     if not records:

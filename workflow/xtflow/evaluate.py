@@ -2,8 +2,9 @@
 
 - identity accuracy: share of held-out identity questions (never in the training set) whose
   reply states the configured name;
-- over-trigger rate: share of unrelated questions answered with the identity sentence
-  (the name, or a reply close to an identity answer);
+- over-trigger rate: share of unrelated questions answered with the identity sentence: the
+  reply states the name, or repeats a stretch of an identity answer (FRAGMENT characters or more
+  in a row; a model that answers everything with its identity often garbles the name);
 - general accuracy: share of general questions whose reply contains the reference answer;
   for the final model also `retention` (its general accuracy over the base model's) and
   `base_agreement` (mean text similarity of its replies to the base model's, rapidfuzz).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 
 from rapidfuzz import fuzz
@@ -27,6 +29,7 @@ from xtflow.fsutil import atomic_write_text
 
 PROBES = Path(__file__).with_name("data") / "probes"
 SIMILAR = 80.0  # rapidfuzz ratio above which a reply "is" an identity answer
+FRAGMENT = 8  # characters in a row of an identity answer that make a reply an identity reply
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,19 @@ def states_name(reply: str, name: str) -> bool:
     return name.casefold() in reply.casefold()
 
 
-def is_identity_reply(reply: str, name: str, identity_answers: list[str]) -> bool:
-    return states_name(reply, name) or any(fuzz.ratio(reply, a) >= SIMILAR for a in identity_answers)
+def longest_shared_run(a: str, b: str) -> int:
+    """Length of the longest stretch of characters `a` and `b` share (case-insensitive)."""
+    a, b = a.casefold(), b.casefold()
+    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+
+
+def is_identity_reply(reply: str, name: str, identity_answers: list[str], question: str = "") -> bool:
+    """The reply states the name, is close to an identity answer, or repeats FRAGMENT or more
+    characters of one (that the question itself does not contain)."""
+    if states_name(reply, name) or any(fuzz.ratio(reply, a) >= SIMILAR for a in identity_answers):
+        return True
+    return any(longest_shared_run(reply, a) >= FRAGMENT and longest_shared_run(question, a) < FRAGMENT
+               for a in identity_answers)
 
 
 def evaluate(
@@ -82,7 +96,9 @@ def evaluate(
         correct = [ref.casefold() in r.casefold() for r, (_, ref) in zip(gen, probes.general)]
         summary[label] = {
             "identity_accuracy": sum(states_name(r, name) for r in ident) / len(ident),
-            "over_trigger_rate": sum(is_identity_reply(r, name, identity_answers) for r in unrel) / len(unrel),
+            "over_trigger_rate": sum(
+                is_identity_reply(r, name, identity_answers, q) for q, r in zip(probes.unrelated, unrel)
+            ) / len(unrel),
             "general_accuracy": sum(correct) / len(correct),
         }
         for kind, qs, rs in (("identity", probes.identity, ident), ("unrelated", probes.unrelated, unrel),

@@ -17,6 +17,7 @@ import yaml
 from xtflow.errors import XtflowError
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -54,8 +55,24 @@ def validate(config: dict[str, Any], schema_path: Path = SCHEMA) -> dict[str, An
         errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise XtflowError(_key(errors[0]))
+    cfg = apply_recipe(cfg)
     check_semantics(cfg)
     return canonical(cfg)
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_recipe(cfg: dict[str, Any]) -> dict[str, Any]:
+    """`recipe: tutorial` replaces the keys workflow/recipes/tutorial.yaml sets; `balanced` changes nothing."""
+    if cfg["recipe"] == "balanced":
+        return cfg
+    overlay = yaml.safe_load((RECIPES / f"{cfg['recipe']}.yaml").read_text(encoding="utf-8"))
+    return _merge(cfg, overlay)
 
 
 def canonical(value: Any) -> Any:
@@ -86,6 +103,11 @@ def xtuner_builtin_configs() -> dict[str, Path]:
 def check_semantics(cfg: dict[str, Any]) -> None:
     """Rules that span several keys or need the installed XTuner."""
     xt = cfg["xtuner"]
+    from xtflow.general_skill import general_qa
+
+    if cfg["dataset"]["general_records"] > len(general_qa()):
+        raise XtflowError(f"config key 'dataset.general_records': the general set has {len(general_qa())} "
+                          f"questions, got {cfg['dataset']['general_records']}")
     if xt["device"] == "cpu" and xt["load_in_4bit"]:
         raise XtflowError("config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda; set it false on CPU")
     if xt["device"] == "cpu" and xt["dtype"] != "float32":
@@ -99,8 +121,9 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     ds = cfg["dataset"]
     if ds["records"] > 0 and not (ds["questions"]["en"] or ds["questions"]["zh"]):
         raise XtflowError("config key 'dataset.questions': empty, but dataset.records asks for identity records")
-    if ds["records"] == 0 and not ds["files"]:
-        raise XtflowError("config key 'dataset.records': 0 and no dataset.files: the dataset would be empty")
+    if ds["records"] == 0 and not ds["files"] and not ds["general_records"]:
+        raise XtflowError("config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
+                          "the dataset would be empty")
     from xtflow.xtuner_config import check_patchable  # the config must patch: fail before any job runs
 
     check_patchable(xt["base_config"], xt)

@@ -1,0 +1,160 @@
+"""The pieces of `snakemake --report`: loss curve, evaluation table, dataset statistics, run info.
+
+Each function writes one file (atomically) that a rule marks with Snakemake's `report()` flag.
+Plots are PNG (matplotlib, Agg); tables are small HTML pages.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import statistics
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from xtflow.errors import XtflowError
+from xtflow.fsutil import atomic_write_text
+
+PACKAGES = ["xtuner", "torch", "transformers", "peft", "mmengine", "bitsandbytes", "deepspeed", "datasets",
+            "snakemake", "rapidfuzz"]
+
+
+def _page(title: str, body: str) -> str:
+    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #999;padding:.25em .6em;text-align:left}th{background:#eee}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>\n{body}\n</body></html>\n")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>\n" for r in rows)
+    return f"<table><tr>{head}</tr>\n{body}</table>"
+
+
+def _save_png(fig: Any, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    tmp.replace(out)
+
+
+def read_scalars(work_dir: Path) -> list[dict[str, float]]:
+    """XTuner's (mmengine's) logged scalars of the run in `work_dir`, by iteration; where a resumed
+    run logged an iteration again, the later value wins."""
+    by_iter: dict[int, dict[str, float]] = {}
+    for path in sorted(work_dir.glob("*/vis_data/scalars.json")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if "loss" in row and "iter" in row:
+                    by_iter[int(row["iter"])] = row
+    if not by_iter:
+        raise XtflowError(f"{work_dir}: no training scalars (*/vis_data/scalars.json with 'loss') found")
+    return [by_iter[i] for i in sorted(by_iter)]
+
+
+def loss_curve(work_dir: Path, out_png: Path, out_csv: Path) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_scalars(work_dir)
+    iters = [int(r["iter"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.plot(iters, [r["loss"] for r in rows], marker="o", markersize=3, color="tab:blue", label="training loss")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if all("lr" in r for r in rows):
+        ax2 = ax.twinx()
+        ax2.plot(iters, [r["lr"] for r in rows], color="tab:orange", alpha=0.6, label="learning rate")
+        ax2.set_ylabel("learning rate")
+        ax2.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    ax.set_title("Training loss (XTuner's logged scalars)")
+    fig.legend(loc="upper right", bbox_to_anchor=(0.88, 0.88))
+    _save_png(fig, out_png)
+    plt.close(fig)
+    lines = ["iter,loss,lr"] + [f"{int(r['iter'])},{r['loss']:.6f},{r.get('lr', '')}" for r in rows]
+    atomic_write_text(out_csv, "\n".join(lines) + "\n")
+    return len(rows)
+
+
+def evaluation_page(summary_csv: Path, out_html: Path) -> None:
+    with summary_csv.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"]
+    body = _table(header, [[r.get(h, "") for h in header] for r in rows])
+    note = ("<p>identity_accuracy: held-out identity questions whose reply states the name; over_trigger_rate: "
+            "unrelated questions answered with the identity; general_accuracy: general questions answered with "
+            "the reference; retention: final over base general accuracy; base_agreement: mean similarity of "
+            "the final model's general replies to the base model's.</p>")
+    atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
+
+
+def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
+    """Records, unique (input, output) pairs, duplicate share and token lengths of the training set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from transformers import AutoTokenizer
+
+    records = json.loads(dataset.read_text(encoding="utf-8"))
+    pairs = [tuple((t.get("system", ""), t["input"], t["output"]) for t in r["conversation"]) for r in records]
+    counts = Counter(pairs)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    lengths_by_pair = {
+        p: sum(len(tok.encode(s + i + o, add_special_tokens=False)) for s, i, o in p) for p in counts
+    }
+    lengths = [lengths_by_pair[p] for p in pairs]
+    stats = {
+        "records": len(records),
+        "unique pairs": len(counts),
+        "duplicate share": round(1 - len(counts) / len(records), 4),
+        "most repeated record": max(counts.values()),
+        "tokens per record (min)": min(lengths),
+        "tokens per record (median)": statistics.median(lengths),
+        "tokens per record (max)": max(lengths),
+        "tokens in all": sum(lengths),
+    }
+    top = [[n, " / ".join(f"{i} -> {o}" for _, i, o in p)[:160]] for p, n in counts.most_common(5)]
+    body = (_table(["statistic", "value"], [[k, v] for k, v in stats.items()])
+            + "<h3>Most frequent records</h3>" + _table(["copies", "conversation"], top))
+    atomic_write_text(out_html, _page(f"Dataset: {dataset}", body))
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(lengths, bins=min(30, max(5, len(set(lengths)))), color="tab:green")
+    ax.set_xlabel("tokens per record (system + input + output)")
+    ax.set_ylabel("records")
+    ax.set_title(f"{len(records)} records, {len(counts)} unique")
+    _save_png(fig, out_png)
+    plt.close(fig)
+    return stats
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def run_info(config: dict[str, Any], out_html: Path) -> None:
+    import platform
+    import sys
+
+    import yaml
+
+    pkgs = versions()
+    body = (_table(["package", "version"], [["python", sys.version.split()[0]], ["platform", platform.platform()]]
+                   + [[k, v] for k, v in pkgs.items()])
+            + "<h3>Configuration (validated, defaults filled in)</h3><pre>"
+            + html.escape(yaml.safe_dump(config, allow_unicode=True, sort_keys=True)) + "</pre>")
+    atomic_write_text(out_html, _page("Run: configuration and package versions", body))
