@@ -38,6 +38,9 @@ case "${1:-single}" in
     CUDA_VISIBLE_DEVICES=0 timeout 200 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 2,4,8 --variants "${3:-bf16-frozen,xtuner+4bit+gc,xtuner+4bit}" 2>&1 | grep -v Warning > "$OUT/batches.log" || true
     grep -hE "^(gpu|xtuner|bf16-frozen)" "$OUT/profile.log" "$OUT/batches.log" || tail -30 "$OUT/profile.log"
     ;;
+  tests)
+    CUDA_VISIBLE_DEVICES=0 timeout 400 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
+    ;;
   multi2)
     timeout 300 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true
     grep -E "^(model|dataset|qlora) " "$OUT/bench2.log" || tail -40 "$OUT/bench2.log"

@@ -61,3 +61,5 @@ def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
 def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:
     out = run_stages(tmp_path, load_in_4bit=False, gradient_checkpointing=False)
     assert (out / "final_model" / "model.safetensors").is_file()
+    log = (out / "train.log").read_text(errors="replace")
+    assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log

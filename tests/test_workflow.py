@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from conftest import default_config, snakemake, write_config
 
-STAGES = ["dataset", "base_model", "xtuner_config", "train", "adapter", "merge"]
+STAGES = ["dataset", "base_model", "general_skill", "xtuner_config", "train", "adapter", "merge"]
 
 
 def test_dry_run_lists_all_six_stages(tmp_path: Path) -> None:
@@ -62,8 +63,19 @@ def test_final_checkpoint_handle_and_logs(completed_run: Path) -> None:
         assert (completed_run / "logs" / f"{stage}.log").is_file()
         assert (completed_run / "benchmarks" / f"{stage}.tsv").is_file()
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    assert "xtflow: 260 samples, 33 iterations/epoch x 3 epoch(s) = 99 iterations, 9 warmup" in log
-    assert "Iter(train) [90/99]" in log
+    # 48 identity + 80 general + 4 user records, batches of 8, 20 epochs, 10% warmup
+    assert "xtflow: 132 samples, 17 iterations/epoch x 20 epoch(s) = 340 iterations, 34 warmup" in log
+    assert "Iter(train) [340/340]" in log
+
+
+def test_training_samples_within_bound_and_not_twice_at_the_end(completed_run: Path) -> None:
+    """EvaluateChatHook samples before training, every evaluation_freq (100) iterations and at the
+    last checkpoint; xtflow drops XTuner's repeated sample after training (same weights)."""
+    log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
+    sampled = [int(i) for i in re.findall(r"xtflow: EvaluateChatHook sample at iteration (\d+) took", log)]
+    assert sampled == [0, 99, 199, 299, 339]
+    assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log
+    assert "xtflow: EvaluateChatHook sampling took" in log and "in 5 calls" in log
 
 
 def test_nothing_to_do_after_a_run(completed_run: Path) -> None:
