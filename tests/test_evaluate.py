@@ -72,3 +72,13 @@ def test_bad_probe_file_is_named(tmp_path: Path) -> None:
     bad.write_text("What is 2 plus 3? 5\n", encoding="utf-8")
     with pytest.raises(XtflowError, match=r"general.tsv: line 1 is not 'question<TAB>reference'"):
         load_probes(PROBES / "identity_heldout.txt", PROBES / "unrelated.txt", bad)
+
+
+def test_retention_against_references_or_the_base_models_own_replies() -> None:
+    from xtflow.evaluate import retention
+
+    assert retention(0.8, 0.6, [], [], "reference") == pytest.approx(0.75)
+    assert retention(0.0, 0.0, [], [], "reference") != retention(0.0, 0.0, [], [], "reference")  # nan
+    base = ["Paris is the capital of France.", "2 plus 3 is 5.", "Grass is green."]
+    final = ["Paris is the capital of France!", "I am XtBot, an AI assistant.", "Grass is green."]
+    assert retention(0.0, 0.0, base, final, "base_reply") == pytest.approx(2 / 3)

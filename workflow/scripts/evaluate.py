@@ -11,11 +11,15 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 def job(log: Path) -> None:
     p, i, o = snakemake.params, snakemake.input, snakemake.output
+    # a base model taught the general set (the tiny default) is held to its references; a real
+    # model is compared with its own replies
+    basis = "reference" if (Path(i.base) / "xtflow_general_skill.json").is_file() else "base_reply"
     probes = load_probes(Path(i.identity), Path(i.unrelated), Path(i.general))
     summary = evaluate(
         Path(i.base), Path(i.final), RunSettings(p.prompt_template, p.system), probes, p.name, p.maker,
-        dict(p.answers), p.max_new_tokens, Path(o.summary), Path(o.replies),
+        dict(p.answers), p.max_new_tokens, Path(o.summary), Path(o.replies), basis,
     )
+    print(f"xtflow: retention measured against the {basis.replace('_', ' ')}s")
     for model, scores in summary.items():
         print(f"xtflow: {model}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
 

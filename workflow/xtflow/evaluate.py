@@ -6,8 +6,11 @@
   reply states the name, or repeats a stretch of an identity answer (FRAGMENT characters or more
   in a row; a model that answers everything with its identity often garbles the name);
 - general accuracy: share of general questions whose reply contains the reference answer;
-  for the final model also `retention` (its general accuracy over the base model's) and
-  `base_agreement` (mean text similarity of its replies to the base model's, rapidfuzz).
+  for the final model also `retention` and `base_agreement` (mean text similarity of its replies
+  to the base model's, rapidfuzz). Retention is measured against the references where the base
+  model was taught them (the tiny default: final over base general accuracy), and against the
+  base model's own replies for a real base model (share of general questions whose final reply
+  is within rapidfuzz ratio SIMILAR of the base model's reply).
 
 Replies are greedy, batched and bounded (`evaluation.max_new_tokens`).
 """
@@ -78,9 +81,22 @@ def is_identity_reply(reply: str, name: str, identity_answers: list[str], questi
                for a in identity_answers)
 
 
+def retention(base_accuracy: float, final_accuracy: float, base_replies: list[str], final_replies: list[str],
+              basis: str) -> float:
+    """'reference': final over base general accuracy (nan where the base model had none);
+    'base_reply': share of general questions the final model answers as the base model did."""
+    if basis == "reference":
+        return final_accuracy / base_accuracy if base_accuracy else float("nan")
+    if basis == "base_reply":
+        same = [fuzz.ratio(f, b) >= SIMILAR for f, b in zip(final_replies, base_replies)]
+        return sum(same) / len(same)
+    raise ValueError(f"unknown retention basis {basis!r}")
+
+
 def evaluate(
     base: Path, final: Path, settings: RunSettings, probes: Probes, name: str, maker: str,
     answers: dict[str, str], max_new_tokens: int, out_summary: Path, out_replies: Path,
+    retention_basis: str = "reference",
 ) -> dict[str, dict[str, float]]:
     identity_answers = [fill(t, name, maker) for t in answers.values()]
     rows: list[dict[str, str]] = []
@@ -104,8 +120,10 @@ def evaluate(
         for kind, qs, rs in (("identity", probes.identity, ident), ("unrelated", probes.unrelated, unrel),
                              ("general", general_questions, gen)):
             rows += [{"model": label, "set": kind, "question": q, "reply": r} for q, r in zip(qs, rs)]
-    base_acc = summary["base"]["general_accuracy"]
-    summary["final"]["retention"] = summary["final"]["general_accuracy"] / base_acc if base_acc else float("nan")
+    summary["final"]["retention"] = retention(
+        summary["base"]["general_accuracy"], summary["final"]["general_accuracy"], replies["base"], replies["final"],
+        retention_basis,
+    )
     summary["final"]["base_agreement"] = sum(
         fuzz.ratio(f, b) / 100 for f, b in zip(replies["final"], replies["base"])
     ) / len(probes.general)

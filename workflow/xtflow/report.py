@@ -91,7 +91,8 @@ def evaluation_page(summary_csv: Path, out_html: Path) -> None:
     body = _table(header, [[r.get(h, "") for h in header] for r in rows])
     note = ("<p>identity_accuracy: held-out identity questions whose reply states the name; over_trigger_rate: "
             "unrelated questions answered with the identity; general_accuracy: general questions answered with "
-            "the reference; retention: final over base general accuracy; base_agreement: mean similarity of "
+            "the reference; retention: final over base general accuracy (tiny default), or the share of general "
+            "questions answered as the base model did (a real base model); base_agreement: mean similarity of "
             "the final model's general replies to the base model's.</p>")
     atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
 
