@@ -122,7 +122,7 @@ def test_changing_only_the_probes_reruns_only_evaluate_and_its_page(balanced_run
     config["evaluation"]["unrelated"] = str(probe)
     write_config(tmp_path, config)
     override = tmp_path / "config" / "config.yaml"
-    proc = snakemake(balanced_run, "-n", "--configfile", str(override), "report_files", check=True)
+    proc = snakemake(balanced_run, "-n", "report_files", "--configfile", str(override), check=True)
     # run_info shows the configuration, so it is redone too; training and the models are not
     assert planned_jobs(proc.stdout) == {"evaluate", "evaluation_page", "run_info", "report_files"}
 
