@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ def slow_config() -> dict:
     config["dataset"]["records"] = 1792
     config["dataset"]["general_records"] = 0  # resuming is what is tested here, not what is learned
     config["base_model"]["general_skill"] = None
+    config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
     config["xtuner"].update(max_epochs=2, save_steps=40, save_total_limit=-1, evaluation_freq=10_000)
     return config
 
@@ -41,6 +43,7 @@ def run_and_interrupt(workdir: Path) -> list[str]:
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=120) != 0
+        shutil.copy(workdir / "logs" / "train.log", workdir / "logs" / "train.interrupted.log")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -50,6 +50,7 @@ def sacct_since(start: str) -> list[dict[str, str]]:
 def test_workflow_runs_as_slurm_jobs(slurm_cluster: None, completed_run: Path, tmp_path: Path) -> None:
     config = default_config()  # every stage, shortened: how the jobs run is tested here, not what they learn
     config["base_model"]["general_skill"]["epochs"] = 10
+    config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
     config["xtuner"]["max_epochs"] = 2
     write_config(tmp_path, config)
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))

@@ -152,7 +152,11 @@ def teach(model_in: Path, out_dir: Path, spec: SkillSpec, prompt_template: str) 
         module.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs, pct_start=0.1)
+    # one-cycle (10% warm-up, then cosine down); its warm-up needs 2+ steps, so short runs warm up
+    # longer, and 1-2 epochs keep the rate constant
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs,
+                                                 pct_start=max(0.1, 2.5 / spec.epochs))
+             if spec.epochs >= 3 else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0))
     loss = torch.tensor(float("nan"))
     for epoch in range(spec.epochs):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss

@@ -1,0 +1,47 @@
+"""The general-skill stage's teaching loop (xtflow.general_skill) on a very small model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xtflow.general_skill import SkillSpec, general_qa, general_records, teach
+from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+
+
+@pytest.fixture(scope="module")
+def untaught(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("m") / "model"
+    build_tiny_model(TinyModelSpec(400, 16, 32, 1, 2, 128, 0), out)
+    return out
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 10])
+def test_any_epoch_count_trains_and_writes_the_model(untaught: Path, tmp_path: Path, epochs: int) -> None:
+    out = tmp_path / "taught"
+    result = teach(untaught, out, SkillSpec(epochs=epochs, lr=3e-3, seed=0), "internlm2_chat")
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((out / "xtflow_general_skill.json").read_text())["epochs"] == epochs
+
+
+def test_output_layer_and_embeddings_are_not_trained(untaught: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    teach(untaught, tmp_path / "taught", SkillSpec(epochs=3, lr=3e-3, seed=0), "internlm2_chat")
+    before, after = load_file(untaught / "model.safetensors"), load_file(tmp_path / "taught" / "model.safetensors")
+    assert (before["lm_head.weight"] == after["lm_head.weight"]).all()
+    assert (before["model.embed_tokens.weight"] == after["model.embed_tokens.weight"]).all()
+    assert not (before["model.layers.0.mlp.up_proj.weight"] == after["model.layers.0.mlp.up_proj.weight"]).all()
+
+
+def test_general_set_is_fixed_bilingual_and_records_never_repeat() -> None:
+    qa = general_qa()
+    assert len(qa) == 80 and len({q.question for q in qa}) == 80
+    assert sum(q.lang == "zh" for q in qa) == 40
+    assert all(q.reference in q.answer for q in qa)
+    records = general_records(200, seed=1)
+    assert len(records) == 80 and len({json.dumps(r) for r in records}) == 80
+    assert general_records(16, seed=1) == general_records(16, seed=1)
