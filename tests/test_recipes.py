@@ -15,19 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import default_config, planned_jobs, snakemake, write_config
+from conftest import default_config, planned_jobs, snakemake, write_config  # noqa: F401
 from xtflow.evaluate import PROBES
 from xtflow.general_skill import general_probes_tsv, general_qa
 from xtflow.settings import validate
 
 
 @pytest.fixture(scope="session")
-def balanced_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded default exactly as shipped, through the evaluation and the report's pieces."""
-    workdir = tmp_path_factory.mktemp("balanced")
-    write_config(workdir, default_config())
-    snakemake(workdir, "report_files", check=True, timeout=1500)
-    return workdir
+def balanced_run(completed_run: Path) -> Path:
+    """The embedded default exactly as shipped (recipe: balanced), through the evaluation and the
+    report's pieces: the shared completed run."""
+    return completed_run
 
 
 @pytest.fixture(scope="session")

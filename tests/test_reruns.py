@@ -68,8 +68,16 @@ def test_user_data_file_contents_rerun_data_downstream(completed_run: Path, tmp_
     copy = tmp_path / "run"
     shutil.copytree(completed_run, copy, symlinks=True)
     extra = copy / "data" / "extra.json"
+    extra.parent.mkdir()
+    extra.write_text(json.dumps(USER_RECORDS), encoding="utf-8")
+    config = set_key(completed_config(), "dataset.files", ["data/extra.json"])
+    (copy / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    snakemake(copy, "results/data/train.json", check=True)  # the dataset with the file as it is
+    assert planned_jobs(snakemake(copy, "-n", "results/data/train.json", check=True).stdout) == set()
+
     later = extra.stat().st_mtime + 60
     extra.write_text(json.dumps(USER_RECORDS[:2]), encoding="utf-8")
     os.utime(extra, (later, later))
-    proc = snakemake(copy, "-n", check=True)
-    assert planned_jobs(proc.stdout) == DOWNSTREAM_OF_DATA
+    proc = snakemake(copy, "-n", "results/data/train.json", check=True)
+    assert planned_jobs(proc.stdout) == {"dataset"}  # the edit alone makes the dataset stale
+    assert planned_jobs(snakemake(copy, "-n", "results/final_model", check=True).stdout) == DOWNSTREAM_OF_DATA

@@ -14,11 +14,11 @@ from conftest import SNAKEFILE, default_config, snakemake, write_config
 
 
 def slow_config() -> dict:
-    """Long enough to interrupt (448 iterations), checkpoints every 40, all kept.
+    """Long enough to interrupt (224 iterations), checkpoints every 40, all kept.
 
     Few epochs of many records: mmengine sleeps 2 s at every epoch boundary."""
     config = default_config()
-    config["dataset"]["records"] = 1792
+    config["dataset"]["records"] = 896
     config["dataset"]["general_records"] = 0  # resuming is what is tested here, not what is learned
     config["base_model"]["general_skill"] = None
     config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
@@ -81,7 +81,7 @@ def test_interrupted_training_resumes_from_newest_checkpoint(tmp_path: Path) -> 
     work = tmp_path / "results" / "train" / "work_dir"
     after = {p.name for p in work.glob("iter_*.pth")}
     assert set(before) <= after, "a checkpoint that existed before the interruption was lost"
-    assert "iter_448.pth" in after
+    assert "iter_224.pth" in after
     assert (tmp_path / "results" / "final_model" / "model.safetensors").is_file()
 
 

@@ -63,9 +63,9 @@ def test_final_checkpoint_handle_and_logs(completed_run: Path) -> None:
         assert (completed_run / "logs" / f"{stage}.log").is_file()
         assert (completed_run / "benchmarks" / f"{stage}.tsv").is_file()
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    # 48 identity + 80 general + 4 user records, batches of 8, 20 epochs, 10% warmup
-    assert "xtflow: 132 samples, 17 iterations/epoch x 20 epoch(s) = 340 iterations, 34 warmup" in log
-    assert "Iter(train) [340/340]" in log
+    # 48 identity + 80 general records, batches of 8, 20 epochs, 10% warmup
+    assert "xtflow: 128 samples, 16 iterations/epoch x 20 epoch(s) = 320 iterations, 32 warmup" in log
+    assert "Iter(train) [320/320]" in log
 
 
 def test_training_samples_within_bound_and_not_twice_at_the_end(completed_run: Path) -> None:
@@ -73,7 +73,7 @@ def test_training_samples_within_bound_and_not_twice_at_the_end(completed_run: P
     last checkpoint; xtflow drops XTuner's repeated sample after training (same weights)."""
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
     sampled = [int(i) for i in re.findall(r"xtflow: EvaluateChatHook sample at iteration (\d+) took", log)]
-    assert sampled == [0, 99, 199, 299, 339]
+    assert sampled == [0, 99, 199, 299, 319]
     assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log
     assert "xtflow: EvaluateChatHook sampling took" in log and "in 5 calls" in log
 
@@ -97,7 +97,7 @@ def test_written_config_runs_unchanged_with_xtuner_by_hand(completed_run: Path, 
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert (work / "iter_34.pth").is_file()  # 2 epochs x 17 iterations
+    assert (work / "iter_32.pth").is_file()  # 2 epochs x 16 iterations
 
 
 def test_training_failure_fails_the_run_and_leaves_no_final_model(tmp_path: Path) -> None:

@@ -78,13 +78,22 @@ def run_tool(tool: str, args: Sequence[str], log: Path, gpus: int = 1, env: dict
     with open(log, "a", encoding="utf-8") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+                                preexec_fn=_default_stop_signals)
         with _forward_signals(proc) as received:
             returncode = proc.wait()
     if received:
         raise SystemExit(128 + received[0])
     if returncode != 0:
         raise XtflowError(f"XTuner {tool} failed (exit {returncode}): {last_error_line(log)} (full log: {log})")
+
+
+def _default_stop_signals() -> None:
+    """In the tool's process, before exec: SIGINT and SIGTERM act by default. A job started in the
+    background of a non-interactive shell inherits SIGINT as ignored; this process forwards the
+    signal, so the tool must not ignore it (else training would run on after the job was stopped)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager
