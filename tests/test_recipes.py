@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import default_config, planned_jobs, snakemake, write_config  # noqa: F401
+from conftest import default_config, planned_jobs, snakemake, write_config
 from xtflow.evaluate import PROBES
 from xtflow.general_skill import general_probes_tsv, general_qa
 from xtflow.settings import validate
