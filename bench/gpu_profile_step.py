@@ -1,7 +1,8 @@
 """Where a LoRA training step's GPU time goes: XTuner's model wrapper, one step profiled.
 
     python bench/gpu_profile_step.py --model DIR [--batch 4,8] [--steps 8] [--profile]
-                                      [--variants xtuner,bf16-frozen,xtuner+4bit+gc]
+                                      [--variants 'xtuner;bf16-frozen;xtflow@4,8;xtflow+4bit+gc']
+    python bench/gpu_profile_step.py --model DIR --generate [--variants xtflow+4bit]
 
 Builds XTuner's `SupervisedFinetune` exactly as the workflow's config does (LoRA r 64 on every
 linear layer, dropout 0.1, the model loaded in bf16), then runs forward + backward + AdamW steps of
@@ -14,7 +15,15 @@ Variants:
   xtuner       as XTuner 0.2.0 builds it: `prepare_model_for_kbit_training` casts every frozen
                bf16 weight to fp32, so autocast re-casts them to bf16 in every matmul, every step.
   bf16-frozen  the frozen weights stay bf16 (autocast computes the same bf16 matmuls; the fp32
-               copies are exact upcasts of those bf16 values).
+               copies are exact upcasts of those bf16 values), also in a 4-bit model (norms,
+               embeddings, output layer); `xtflow.xtuner_compat.prepare_lora_keeping_dtype`.
+  xtflow       bf16-frozen, and peft's cast of every LoRA layer's input to fp32 is off
+               (`skip_lora_input_cast`): what xtflow's train stage does.
+Flags: +4bit (QLoRA, nf4 with double quantization, bf16 compute), +gc (activation checkpointing),
++compile (torch.compile of each decoder layer: one compiled graph the 24 layers share).
+
+--generate times EvaluateChatHook-style sampling instead: 16 new tokens, KV cache, no autocast,
+for 1 prompt and for 2 prompts in one batch.
 """
 
 from __future__ import annotations
@@ -28,13 +37,12 @@ SEQ = 2048
 
 
 def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: bool):  # noqa: ANN201
-    import peft
     import torch
     import xtuner.model.sft as sft
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    original = peft.prepare_model_for_kbit_training
+    original = sft.prepare_model_for_kbit_training
     if keep_bf16:
         from xtflow.xtuner_compat import prepare_lora_keeping_dtype
 
@@ -98,14 +106,39 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70), flush=True)
 
 
+def sample(name: str, model) -> None:  # noqa: ANN001
+    """Time `generate` as EvaluateChatHook runs it: eval mode, KV cache, no autocast, 16 new tokens."""
+    import torch
+
+    from xtflow.xtuner_compat import lora_input_cast
+
+    model.activation_checkpointing_disable()
+    model.llm.config.use_cache = True
+    model.eval()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for prompts in (1, 2, 1, 2):
+        ids = torch.randint(100, 1000, (prompts, 40), device="cuda", generator=g)
+        with lora_input_cast(model), torch.no_grad():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                 min_new_tokens=16, do_sample=True, temperature=0.1, top_p=0.75, top_k=40)
+            torch.cuda.synchronize()
+        took = time.perf_counter() - t0
+        print(f"{name}: generate {prompts} prompt(s) x {out.shape[1] - 40} tokens  {took:.2f} s  "
+              f"{1000 * took / (out.shape[1] - 40):.0f} ms per step", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--batch", default="4", help="comma-separated micro-batch sizes")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--variants", default="xtuner,bf16-frozen",
-                   help="comma-separated; append +4bit for QLoRA, +gc for activation checkpointing, +compile for torch.compile")
+    p.add_argument("--variants", default="xtuner;bf16-frozen;xtflow",
+                   help="';'-separated; append +4bit for QLoRA, +gc for activation checkpointing, +compile for "
+                        "torch.compile, @2,4 for micro-batch sizes other than --batch")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--generate", action="store_true", help="time sampling (16 tokens, 1 and 2 prompts) instead")
     args = p.parse_args()
 
     import gc
@@ -115,14 +148,23 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0)
     peak = 989e12 if "H100" in gpu or "H200" in gpu else float("nan")
     print(f"gpu: {gpu}", flush=True)
-    for spec in args.variants.split(","):
+    for spec in args.variants.split(";"):
+        spec, _, batches = spec.partition("@")
         name, *flags = spec.split("+")
         torch.manual_seed(0)  # the same LoRA initialisation in every variant
-        model = build(args.model, name == "bf16-frozen", "gc" in flags, "4bit" in flags)
+        model = build(args.model, name in ("bf16-frozen", "xtflow"), "gc" in flags, "4bit" in flags)
+        if name == "xtflow":
+            from xtflow.xtuner_compat import skip_lora_input_cast
+
+            skip_lora_input_cast(model.llm)
         if "compile" in flags:
-            model.llm = torch.compile(model.llm)
+            for layer in model.llm.get_base_model().model.layers:
+                layer.compile()
+        if args.generate:
+            sample(spec, model)
+            continue
         params = 1.89e9  # InternLM2-1.8B's shape (4-bit storage packs two weights per element)
-        for batch in (int(b) for b in args.batch.split(",")):
+        for batch in (int(b) for b in (batches or args.batch).split(",")):
             try:
                 run(spec, model, batch, args.steps, args.profile, peak, params)
             except torch.OutOfMemoryError:

@@ -38,6 +38,21 @@ case "${1:-single}" in
     CUDA_VISIBLE_DEVICES=0 timeout 200 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 2,4,8 --variants "${3:-bf16-frozen,xtuner+4bit+gc,xtuner+4bit}" 2>&1 | grep -v Warning > "$OUT/batches.log" || true
     grep -hE "^(gpu|xtuner|bf16-frozen)" "$OUT/profile.log" "$OUT/batches.log" || tail -30 "$OUT/profile.log"
     ;;
+  grid)
+    # issue 7, step by step: where the time goes with xtflow's LoRA preparation, micro-batch and
+    # checkpointing choices, sampling cost, and torch.compile (regional) -- docs/benchmarks.md
+    M=/tmp/xtflow-bench/model
+    [ -f $M/config.json ] || CUDA_VISIBLE_DEVICES=0 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import gpu_train_bench as b; b.build_model(Path('$M'))"
+    P="timeout --signal=INT"
+    CUDA_VISIBLE_DEVICES=0 $P 120 python3 bench/gpu_profile_step.py --model $M --batch 4 --profile --steps 8 --variants "xtflow;xtflow+4bit+gc" 2>&1 | grep -v Warning > "$OUT/profile.log" || true
+    grep -E "^(gpu|xtflow)" "$OUT/profile.log" || tail -20 "$OUT/profile.log"
+    CUDA_VISIBLE_DEVICES=0 $P 190 python3 bench/gpu_profile_step.py --model $M --steps 8 --variants "xtuner+4bit+gc@4;bf16-frozen@4;xtflow@4,8;xtflow+4bit+gc@4,8;xtflow+4bit@1,2,4" 2>&1 | grep -v Warning > "$OUT/grid.log" || true
+    grep -E "^(xtuner|bf16|xtflow)" "$OUT/grid.log" || tail -20 "$OUT/grid.log"
+    CUDA_VISIBLE_DEVICES=0 $P 75 python3 bench/gpu_profile_step.py --model $M --generate --variants "xtflow+4bit+gc;xtflow" 2>&1 | grep -v Warning > "$OUT/generate.log" || true
+    grep -E "^xtflow" "$OUT/generate.log" || tail -20 "$OUT/generate.log"
+    CUDA_VISIBLE_DEVICES=0 $P ${COMPILE_S:-150} python3 bench/gpu_profile_step.py --model $M --batch 4 --steps 8 --variants "xtflow+compile;xtflow+4bit+gc+compile" 2>&1 | grep -v Warning > "$OUT/compile.log" || true
+    grep -E "^xtflow" "$OUT/compile.log" || tail -20 "$OUT/compile.log"
+    ;;
   tests)
     CUDA_VISIBLE_DEVICES=0 timeout 400 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
     ;;

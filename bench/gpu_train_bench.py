@@ -52,7 +52,8 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
         lora_r=64, lora_alpha=16, lora_dropout=0.1, load_in_4bit=True, dtype="float16",
         gradient_checkpointing=True, device="cuda",
     )
-    recipe = dict(batch_size=4, accumulative_counts=4, dtype="bfloat16", evaluation_max_new_tokens=16)
+    recipe = dict(batch_size=4, accumulative_counts=4, dtype="bfloat16", evaluation_max_new_tokens=16,
+                  evaluation_before_train=False)
     return {
         # (a) the tutorial's config as shipped: fp16 AMP, 4-bit, micro-batch 1, 600-token samples
         "stock": stock,

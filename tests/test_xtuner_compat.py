@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
-from xtflow.xtuner_compat import prepare_lora_keeping_dtype
+from xtflow.xtuner_compat import (
+    batched_eval_language,
+    lora_input_cast,
+    prepare_lora_keeping_dtype,
+    skip_lora_input_cast,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +35,103 @@ def test_unquantized_lora_keeps_frozen_weights_in_their_dtype(bf16_model) -> Non
     assert {p.dtype for p in upcast.parameters()} == {torch.float32}
 
 
-def test_quantized_models_go_through_peft_unchanged(bf16_model, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
-    import peft
+def test_quantized_models_keep_peft_preparation_but_not_its_bf16_upcast(bf16_model) -> None:  # noqa: ANN001
+    import torch
 
-    seen = []
-    monkeypatch.setattr(peft, "prepare_model_for_kbit_training", lambda m, *a: seen.append(a) or m)
     model = bf16_model()
-    model.is_loaded_in_4bit = True
-    assert prepare_lora_keeping_dtype(model, True, None) is model
-    assert seen == [(True, None)]
+    model.is_loaded_in_4bit = True  # what from_pretrained sets for 4-bit (which needs a GPU here)
+    model = prepare_lora_keeping_dtype(model, True, None)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert not any(p.requires_grad for p in model.parameters())
+    assert model.is_gradient_checkpointing  # peft's preparation did run
+    # fp16 weights keep peft's fp32 upcast (fp16 hidden states can overflow)
+    half = bf16_model().to(torch.float16)
+    half.is_loaded_in_4bit = True
+    assert {p.dtype for p in prepare_lora_keeping_dtype(half, False, None).parameters()} == {torch.float32}
 
+
+def lora_model(model, cast: bool):  # noqa: ANN001, ANN201
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(prepare_lora_keeping_dtype(model), LoraConfig(
+        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                "gate_proj", "up_proj", "down_proj"]))
+    if not cast:
+        assert skip_lora_input_cast(peft_model) == 7  # 7 adapted linears x 1 layer
+    return peft_model
+
+
+def test_skipping_the_input_cast_learns_the_same_under_autocast(bf16_model) -> None:  # noqa: ANN001
+    """Loss and adapter gradients of one bf16-autocast step are the same with and without peft's cast."""
+    import torch
+
+    ids = torch.randint(5, 400, (2, 24), generator=torch.Generator().manual_seed(0))
+    results = []
+    for cast in (True, False):
+        torch.manual_seed(0)  # the same adapter initialisation
+        model = lora_model(bf16_model(), cast)
+        seen = set()
+        for name, module in model.named_modules():
+            if name.endswith("lora_A.default"):
+                module.register_forward_pre_hook(lambda m, args: seen.add(args[0].dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads = {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+        assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+        assert seen == {torch.float32 if cast else torch.bfloat16}  # what the adapters are given
+        results.append((loss.detach().float(), grads))
+    (loss_cast, grads_cast), (loss_skip, grads_skip) = results
+    torch.testing.assert_close(loss_skip, loss_cast)
+    assert grads_skip.keys() == grads_cast.keys() and len(grads_cast) == 14
+    for name in grads_cast:
+        torch.testing.assert_close(grads_skip[name], grads_cast[name], rtol=2e-2, atol=1e-6, msg=name)
+    assert any(g.abs().sum() > 0 for g in grads_cast.values())
+
+
+def test_sampling_turns_the_cast_back_on_and_restores_it(bf16_model) -> None:  # noqa: ANN001
+    import torch
+
+    model = lora_model(bf16_model(), cast=False)
+    ids = torch.randint(5, 400, (1, 8), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(RuntimeError):  # bf16 input into fp32 adapters without autocast
+        model(input_ids=ids)
+    with lora_input_cast(model):
+        assert model.generate(input_ids=ids, max_new_tokens=3, do_sample=False).shape == (1, 11)
+    assert not any(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+class _Logger:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, line: str) -> None:
+        self.lines.append(line)
+
+
+def test_batched_sampling_gives_xtuner_replies(tmp_path) -> None:  # noqa: ANN001
+    """Every prompt in one left-padded generate call: the same greedy replies as XTuner's one-by-one loop."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from xtuner.engine.hooks import EvaluateChatHook
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    out = tmp_path / "model"
+    build_tiny_model(TinyModelSpec(400, 32, 64, 2, 2, 128, 3), out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    hook = EvaluateChatHook(tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=str(out)),
+                            evaluation_inputs=["Who are you?", "Tell me about the capital city of France, please.",
+                                               "你好"],
+                            prompt_template=PROMPT_TEMPLATE.internlm2_chat, system="You are a bot.",
+                            max_new_tokens=12, generation_kwargs=dict(do_sample=False))
+    replies = {}
+    for name, fn in (("xtuner", EvaluateChatHook._eval_language), ("batched", batched_eval_language)):
+        runner = SimpleNamespace(logger=_Logger(), cfg={})
+        with torch.no_grad():
+            fn(hook, runner, model, torch.device("cpu"), 12)
+        replies[name] = [line for line in runner.logger.lines if line.startswith("Sample output:")]
+    assert len(replies["batched"]) == 3
+    assert replies["batched"] == replies["xtuner"]
+    assert "<pad>" not in "".join(replies["batched"])

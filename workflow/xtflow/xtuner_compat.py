@@ -128,42 +128,155 @@ def last_error_line(log: Path) -> str:
 
 def prepare_lora_keeping_dtype(model: Any, use_gradient_checkpointing: bool = True,
                                gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
-    """XTuner's LoRA preparation without casting an unquantized model's frozen weights to fp32.
+    """XTuner's LoRA preparation without casting frozen bf16 weights to fp32.
 
     XTuner 0.2.0 calls peft's `prepare_model_for_kbit_training` for every LoRA model, quantized or
-    not; for an unquantized bf16 model that doubles the weights' memory and makes autocast cast every
-    frozen weight back to bf16 in every matmul. For such a model this only freezes the weights (all
-    that function does besides the cast); 4-bit and 8-bit models go through peft unchanged.
+    not, and that casts every frozen bf16 (and fp16) weight to fp32. For an unquantized model this
+    only freezes the weights (the rest of that function is for quantized models). A 4-bit or 8-bit
+    model goes through peft (checkpointing, input gradients), and then the weights that were bf16
+    (norms, embeddings, output layer: the frozen weights that are not quantized) are put back to
+    bf16: the same values, so the bf16 matmuls autocast computes are the same, but the hidden states
+    stay bf16 instead of fp32, which halves the memory traffic of every element-wise op (docs/benchmarks.md).
+    fp16 weights keep peft's fp32 upcast: fp16 activations can overflow.
     """
+    import torch
     from peft import prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        return prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
+        bf16 = {name for name, param in model.named_parameters() if param.dtype == torch.bfloat16}
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
+        for name, param in model.named_parameters():
+            if name in bf16 and param.dtype != torch.bfloat16:
+                param.data = param.data.to(torch.bfloat16)
+        return model
     for param in model.parameters():
         param.requires_grad_(False)
     return model
 
 
+def half_precision(model: Any) -> bool:
+    """Whether a model computes in bf16/fp16: xtflow then trains it under AMP autocast."""
+    import torch
+
+    return any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters())
+
+
+def skip_lora_input_cast(model: Any) -> int:
+    """Stop peft casting each LoRA layer's input to the adapter's fp32 (returns how many layers).
+
+    peft casts the input of every LoRA layer to the adapter weights' dtype (fp32) before dropout
+    and the two small matmuls. Under autocast those matmuls run in bf16 anyway, so the cast only
+    adds an fp32 copy of every adapted layer's input, an fp32 dropout and a cast back: per layer,
+    in forward, backward and recomputation. xtflow trains half-precision models under autocast
+    only (`AmpOptimWrapper`), so the cast is turned off for them; sampling turns it back on (see
+    `lora_input_cast`), since `generate` runs without autocast.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
+@contextmanager
+def lora_input_cast(model: Any) -> Iterator[None]:
+    """peft's input cast on for the duration (for `generate`, which runs without autocast)."""
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    before = [layer.cast_input_dtype_enabled for layer in layers]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = True
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            layer.cast_input_dtype_enabled = value
+
+
+def fast_lora_preparation() -> None:
+    """Patch XTuner's LoRA set-up for training: `prepare_lora_keeping_dtype`, `skip_lora_input_cast`."""
+    import xtuner.model.sft as sft
+
+    sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
+    original = sft.SupervisedFinetune._prepare_for_lora
+
+    def prepare(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        if half_precision(self.llm):
+            skip_lora_input_cast(self.llm)
+
+    sft.SupervisedFinetune._prepare_for_lora = prepare
+
+
+def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int] | None:
+    """The token ids of stop words that are each one token; None if any is not."""
+    ids = []
+    for word in words:
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            return None
+        ids.append(encoded[0])
+    return ids
+
+
+def batched_eval_language(self: Any, runner: Any, model: Any, device: Any, max_new_tokens: int | None = None,
+                          save_eval_output: bool = False) -> None:
+    """EvaluateChatHook's text sampling with every prompt in one left-padded `generate` call.
+
+    XTuner generates one prompt at a time; a decode step costs about as much for a few prompts
+    as for one (it is bound by kernel launches), so this divides the sampling time by the number
+    of prompts. Stop words must be single tokens (they become end-of-sequence ids, which stop each
+    sequence on its own); otherwise XTuner's per-prompt loop runs. Logs and saves what XTuner does.
+    """
+    import torch
+
+    words = [c.stop_word for c in self.stop_criteria]
+    stops = single_token_ids(self.tokenizer, words)
+    if stops is None or len(self.evaluation_inputs) < 2:
+        return _XTUNER_EVAL_LANGUAGE(self, runner, model, device, max_new_tokens, save_eval_output)
+    prompts = [tuple(self.tokenizer.encode((self.system + self.instruction).format(input=text, round=1, **runner.cfg)))
+               for text in self.evaluation_inputs]
+    pad, eos = self.gen_config.pad_token_id, self.gen_config.eos_token_id
+    ends = ([] if eos is None else [eos] if isinstance(eos, int) else list(eos)) + stops
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                         generation_config=self.gen_config, eos_token_id=ends)
+    texts = []
+    for prompt, row in zip(prompts, out[:, width:].tolist()):
+        reply = next((row[: i + 1] for i, t in enumerate(row) if t in ends), row)
+        texts.append(self.tokenizer.decode(list(prompt) + reply))
+        runner.logger.info(f"Sample output:\n{texts[-1]}\n")
+    if save_eval_output:
+        self._save_eval_output(runner, [f"{t}\n" for t in texts])
+
+
+_XTUNER_EVAL_LANGUAGE: Any = None
+
+
 def bound_chat_sampling() -> None:
-    """Keep XTuner's EvaluateChatHook to the bound the config sets, and time it.
+    """Keep XTuner's EvaluateChatHook to the bound the config sets, batch it, and time it.
 
     XTuner 0.2.0 ignores the hook's `max_new_tokens` before training (it samples 50 tokens there),
     and samples twice at the end: at the last iteration's checkpoint and again after training,
     from the same weights. Here the first sample keeps to the configured bound where that is below
-    50 tokens, and the repeated end sample is skipped. One line in the train log per sample and a total at exit.
+    50 tokens, the repeated end sample is skipped, and the prompts are sampled in one batch
+    (`batched_eval_language`). One line in the train log per sample and a total at exit.
     """
     import atexit
     import time
 
     from xtuner.engine.hooks import EvaluateChatHook
 
+    global _XTUNER_EVAL_LANGUAGE
     spent = {"seconds": 0.0, "calls": 0}
     original = EvaluateChatHook._generate_samples
+    _XTUNER_EVAL_LANGUAGE = EvaluateChatHook._eval_language
 
     def timed(self: Any, runner: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return original(self, runner, *args, **kwargs)
+            with lora_input_cast(runner.model):
+                return original(self, runner, *args, **kwargs)
         finally:
             took = time.perf_counter() - start
             spent["seconds"] += took
@@ -172,6 +285,9 @@ def bound_chat_sampling() -> None:
             runner.logger.info(f"xtflow: EvaluateChatHook sample at iteration {runner.iter} took {took:.2f} s")
 
     def before_train(self: Any, runner: Any) -> None:
+        if not runner.cfg.get("xtflow_evaluation_before_train", True):
+            runner.logger.info("xtflow: no EvaluateChatHook sample before training (xtuner.evaluation_before_train: false)")
+            return
         # XTuner's 50 tokens here, or the configured bound where that is smaller
         self._generate_samples(runner, max_new_tokens=min(50, self.max_new_tokens))
 
@@ -183,6 +299,7 @@ def bound_chat_sampling() -> None:
         self._generate_samples(runner)
 
     EvaluateChatHook._generate_samples = timed
+    EvaluateChatHook._eval_language = batched_eval_language
     EvaluateChatHook.before_train = before_train
     EvaluateChatHook.after_train = after_train
     atexit.register(lambda: print(f"xtflow: EvaluateChatHook sampling took {spent['seconds']:.2f} s in "
@@ -198,9 +315,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     if tool == "train":
         bound_chat_sampling()
-        import xtuner.model.sft
-
-        xtuner.model.sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
+        fast_lora_preparation()
     sys.argv = [TOOLS[tool], *rest]
     runpy.run_module(TOOLS[tool], run_name="__main__", alter_sys=True)
 

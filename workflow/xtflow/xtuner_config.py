@@ -47,6 +47,7 @@ class XtunerSettings:
     dtype: str
     gradient_checkpointing: bool
     device: str
+    evaluation_before_train: bool = True
 
 
 def builtin_config_path(name: str) -> Path:
@@ -195,6 +196,9 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     # PART 5: bounded sampling during training.
     chat_hook = _find_hook(ed, "EvaluateChatHook")
     ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
+    # Read by xtflow's train tool (xtflow.xtuner_compat.bound_chat_sampling); plain XTuner ignores it.
+    ed.insert_before(ed.assignment("evaluation_freq"),
+                     f"xtflow_evaluation_before_train = {s.evaluation_before_train!r}  # xtflow: sample before training")
 
     if s.device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
@@ -245,4 +249,5 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         dtype=xt["dtype"],
         gradient_checkpointing=xt["gradient_checkpointing"],
         device=xt["device"],
+        evaluation_before_train=xt["evaluation_before_train"],
     )
