@@ -53,7 +53,7 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
         gradient_checkpointing=True, device="cuda",
     )
     recipe = dict(batch_size=4, accumulative_counts=4, dtype="bfloat16", evaluation_max_new_tokens=16,
-                  evaluation_before_train=False)
+                  evaluation_before_train=False, compile=True)
     return {
         # (a) the tutorial's config as shipped: fp16 AMP, 4-bit, micro-batch 1, 600-token samples
         "stock": stock,

@@ -51,11 +51,15 @@ def run_stages(tmp: Path, **overrides) -> Path:
 
 
 def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
-    out = run_stages(tmp_path)
+    """The GPU recipe's settings: 4-bit, bf16, compiled decoder layers, no sample before training."""
+    out = run_stages(tmp_path, compile=True, evaluation_before_train=False)
     assert (out / "hf_adapter" / "adapter_model.safetensors").is_file()
     assert (out / "final_model" / "model.safetensors").is_file()
     log = (out / "train.log").read_text(errors="replace")
     assert "Iter(train) [60/64]" in log and "memory:" in log
+    assert "xtflow: torch.compile of 2 decoder layers" in log
+    assert "xtflow: no EvaluateChatHook sample before training" in log
+    assert "xtflow: EvaluateChatHook sampling took" in log and "in 1 calls" in log  # the end sample, eagerly
 
 
 def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:

@@ -7,9 +7,12 @@ import pytest
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
 from xtflow.xtuner_compat import (
     batched_eval_language,
+    bound_chat_sampling,
+    compile_decoder_layers,
     lora_input_cast,
     prepare_lora_keeping_dtype,
     skip_lora_input_cast,
+    xtflow_options,
 )
 
 
@@ -135,3 +138,44 @@ def test_batched_sampling_gives_xtuner_replies(tmp_path) -> None:  # noqa: ANN00
     assert len(replies["batched"]) == 3
     assert replies["batched"] == replies["xtuner"]
     assert "<pad>" not in "".join(replies["batched"])
+
+
+def test_compiles_each_decoder_layer_in_place(bf16_model) -> None:  # noqa: ANN001
+    model = lora_model(bf16_model(), cast=False)
+    keys = list(model.state_dict())
+    assert compile_decoder_layers(model) == 1
+    layer = model.get_base_model().model.layers[0]
+    assert layer._compiled_call_impl is not None
+    assert list(model.state_dict()) == keys  # checkpoints keep their keys (no `_orig_mod.`)
+
+
+def test_xtflow_options_are_read_from_the_written_config(tmp_path) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    from test_xtuner_config import SETTINGS
+
+    from xtflow.xtuner_config import write_config
+
+    write_config("internlm2_1_8b_qlora_alpaca_e3", replace(SETTINGS, compile=True, evaluation_before_train=False),
+                 tmp_path / "cfg.py")
+    assert xtflow_options(tmp_path / "cfg.py") == {"xtflow_compile": True, "xtflow_evaluation_before_train": False}
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_sample_before_training_only_when_configured(before: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    import torch
+    from xtuner.engine.hooks import EvaluateChatHook
+
+    for attr in ("_eval_language", "before_train", "after_train"):
+        monkeypatch.setattr(EvaluateChatHook, attr, getattr(EvaluateChatHook, attr))
+    calls: list[dict] = []
+    monkeypatch.setattr(EvaluateChatHook, "_generate_samples", lambda self, runner, **kw: calls.append(kw))
+    bound_chat_sampling(sample_before_train=before)
+    hook = object.__new__(EvaluateChatHook)
+    hook.max_new_tokens = 16
+    runner = SimpleNamespace(model=torch.nn.Linear(2, 2), iter=0, logger=_Logger())
+    EvaluateChatHook.before_train(hook, runner)
+    assert calls == ([{"max_new_tokens": 16}] if before else [])
+    assert any("no EvaluateChatHook sample before training" in line for line in runner.logger.lines) is not before

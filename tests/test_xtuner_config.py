@@ -72,7 +72,8 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     chat = cfg.custom_hooks[1]
     assert chat.every_n_iters == 45 and chat.max_new_tokens == 17
     assert chat.evaluation_inputs == ["你是谁？", "Who are you?"]
-    assert cfg.xtflow_evaluation_before_train is True
+    assert cfg.xtflow_evaluation_before_train is True and cfg.xtflow_compile is False
+    assert load(tmp_path, replace(SETTINGS, compile=True)).xtflow_compile is True
     assert load(tmp_path, replace(SETTINGS, evaluation_before_train=False)).xtflow_evaluation_before_train is False
     assert cfg.SYSTEM == chat.system == "You are 'X' \"quoted\" {braces} %s"
     assert cfg.randomness.seed == 1234

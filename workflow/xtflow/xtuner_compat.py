@@ -21,6 +21,7 @@ key of `TOOLS` (train, pth_to_hf, merge, chat).
 
 from __future__ import annotations
 
+import ast
 import os
 import runpy
 import signal
@@ -191,9 +192,33 @@ def lora_input_cast(model: Any) -> Iterator[None]:
             layer.cast_input_dtype_enabled = value
 
 
-def fast_lora_preparation() -> None:
-    """Patch XTuner's LoRA set-up for training: `prepare_lora_keeping_dtype`, `skip_lora_input_cast`."""
+def compile_decoder_layers(model: Any) -> int:
+    """`torch.compile` every transformer block in place (returns how many).
+
+    Regional compilation: the blocks share one compiled graph (compiled once, in seconds, not once
+    per block), and the element-wise work around each LoRA matmul (dropout, scaling, adds, norms,
+    dtype casts) is fused into few kernels that compute in fp32 internally. The module tree and
+    state-dict keys do not change, so checkpoints are the same. Blocks are the model's
+    `_no_split_modules` classes (LlamaDecoderLayer, InternLM2DecoderLayer, ...). Should a model's
+    code not compile, torch falls back to running it eagerly (`suppress_errors`): slower, same result.
+    """
+    import torch
+
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    torch._dynamo.config.suppress_errors = True
+    for layer in layers:
+        layer.compile()
+    return len(layers)
+
+
+def fast_lora_preparation(compile_layers: bool = False) -> None:
+    """Patch XTuner's LoRA set-up for training: `prepare_lora_keeping_dtype`, `skip_lora_input_cast`,
+    and with `compile_layers` (config key `xtuner.compile`) `compile_decoder_layers`."""
     import xtuner.model.sft as sft
+    from mmengine.logging import print_log
 
     sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
     original = sft.SupervisedFinetune._prepare_for_lora
@@ -202,8 +227,21 @@ def fast_lora_preparation() -> None:
         original(self, *args, **kwargs)
         if half_precision(self.llm):
             skip_lora_input_cast(self.llm)
+        if compile_layers:
+            print_log(f"xtflow: torch.compile of {compile_decoder_layers(self.llm)} decoder layers", "current")
 
     sft.SupervisedFinetune._prepare_for_lora = prepare
+
+
+def xtflow_options(config: Path) -> dict[str, Any]:
+    """The `xtflow_*` settings xtflow writes into an XTuner config (top-level literal assignments)."""
+    tree = ast.parse(config.read_text(encoding="utf-8"))
+    options = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and node.targets[0].id.startswith("xtflow_")):
+            options[node.targets[0].id] = ast.literal_eval(node.value)
+    return options
 
 
 def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int] | None:
@@ -253,18 +291,22 @@ def batched_eval_language(self: Any, runner: Any, model: Any, device: Any, max_n
 _XTUNER_EVAL_LANGUAGE: Any = None
 
 
-def bound_chat_sampling() -> None:
+def bound_chat_sampling(sample_before_train: bool = True) -> None:
     """Keep XTuner's EvaluateChatHook to the bound the config sets, batch it, and time it.
 
     XTuner 0.2.0 ignores the hook's `max_new_tokens` before training (it samples 50 tokens there),
     and samples twice at the end: at the last iteration's checkpoint and again after training,
     from the same weights. Here the first sample keeps to the configured bound where that is below
     50 tokens, the repeated end sample is skipped, and the prompts are sampled in one batch
-    (`batched_eval_language`). One line in the train log per sample and a total at exit.
+    (`batched_eval_language`), eagerly where the model's layers are compiled (generation's changing
+    shapes would recompile them). With `sample_before_train` False (config key
+    `xtuner.evaluation_before_train`) there is no sample before training. One line in the train
+    log per sample and a total at exit.
     """
     import atexit
     import time
 
+    import torch
     from xtuner.engine.hooks import EvaluateChatHook
 
     global _XTUNER_EVAL_LANGUAGE
@@ -275,7 +317,7 @@ def bound_chat_sampling() -> None:
     def timed(self: Any, runner: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            with lora_input_cast(runner.model):
+            with lora_input_cast(runner.model), torch.compiler.set_stance("force_eager"):
                 return original(self, runner, *args, **kwargs)
         finally:
             took = time.perf_counter() - start
@@ -285,7 +327,7 @@ def bound_chat_sampling() -> None:
             runner.logger.info(f"xtflow: EvaluateChatHook sample at iteration {runner.iter} took {took:.2f} s")
 
     def before_train(self: Any, runner: Any) -> None:
-        if not runner.cfg.get("xtflow_evaluation_before_train", True):
+        if not sample_before_train:
             runner.logger.info("xtflow: no EvaluateChatHook sample before training (xtuner.evaluation_before_train: false)")
             return
         # XTuner's 50 tokens here, or the configured bound where that is smaller
@@ -314,8 +356,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     apply_cpu_shim()
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     if tool == "train":
-        bound_chat_sampling()
-        fast_lora_preparation()
+        options = xtflow_options(Path(rest[0])) if rest and rest[0].endswith(".py") else {}
+        bound_chat_sampling(options.get("xtflow_evaluation_before_train", True))
+        fast_lora_preparation(options.get("xtflow_compile", False))
     sys.argv = [TOOLS[tool], *rest]
     runpy.run_module(TOOLS[tool], run_name="__main__", alter_sys=True)
 

@@ -48,6 +48,7 @@ class XtunerSettings:
     gradient_checkpointing: bool
     device: str
     evaluation_before_train: bool = True
+    compile: bool = False
 
 
 def builtin_config_path(name: str) -> Path:
@@ -199,6 +200,8 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     # Read by xtflow's train tool (xtflow.xtuner_compat.bound_chat_sampling); plain XTuner ignores it.
     ed.insert_before(ed.assignment("evaluation_freq"),
                      f"xtflow_evaluation_before_train = {s.evaluation_before_train!r}  # xtflow: sample before training")
+    # PART 6: torch.compile of each decoder layer (xtflow's train tool; plain XTuner ignores it).
+    ed.insert_before(ed.assignment("max_length"), f"xtflow_compile = {s.compile!r}  # xtflow: compile decoder layers")
 
     if s.device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
@@ -250,4 +253,5 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         gradient_checkpointing=xt["gradient_checkpointing"],
         device=xt["device"],
         evaluation_before_train=xt["evaluation_before_train"],
+        compile=xt["compile"],
     )
