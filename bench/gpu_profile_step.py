@@ -106,19 +106,30 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70), flush=True)
 
 
-def sample(name: str, model) -> None:  # noqa: ANN001
-    """Time `generate` as EvaluateChatHook runs it: eval mode, KV cache, no autocast, 16 new tokens."""
+def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN001
+    """Time `generate` as EvaluateChatHook runs it after training: eval mode, KV cache, no autocast,
+    peft's input cast on, compiled layers run eagerly, 16 new tokens. The first call is profiled
+    (CPU and CUDA) with --profile: what a first sample in a process costs beyond the later ones."""
+    import contextlib
+
     import torch
 
     from xtflow.xtuner_compat import lora_input_cast
 
+    run(name, model, 4, 4, False, peak, 1.89e9)  # a few training steps first, as in the stage
     model.activation_checkpointing_disable()
     model.llm.config.use_cache = True
     model.eval()
     g = torch.Generator(device="cuda").manual_seed(0)
-    for prompts in (1, 2, 1, 2):
+    for call, prompts in enumerate((2, 2, 1, 2)):
         ids = torch.randint(100, 1000, (prompts, 40), device="cuda", generator=g)
-        with lora_input_cast(model), torch.no_grad():
+        prof = contextlib.nullcontext()
+        if profile and call == 0:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as prof_
+
+            prof = prof_(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+        with prof as p, lora_input_cast(model), torch.no_grad(), torch.compiler.set_stance("force_eager"):
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
@@ -127,6 +138,8 @@ def sample(name: str, model) -> None:  # noqa: ANN001
         took = time.perf_counter() - t0
         print(f"{name}: generate {prompts} prompt(s) x {out.shape[1] - 40} tokens  {took:.2f} s  "
               f"{1000 * took / (out.shape[1] - 40):.0f} ms per step", flush=True)
+        if profile and call == 0:
+            print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60), flush=True)
 
 
 def main() -> None:
@@ -161,7 +174,7 @@ def main() -> None:
             for layer in model.llm.get_base_model().model.layers:
                 layer.compile()
         if args.generate:
-            sample(spec, model)
+            sample(spec, model, args.profile, peak)
             continue
         params = 1.89e9  # InternLM2-1.8B's shape (4-bit storage packs two weights per element)
         for batch in (int(b) for b in (batches or args.batch).split(",")):

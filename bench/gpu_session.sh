@@ -23,13 +23,13 @@ case "${1:-single}" in
     CUDA_VISIBLE_DEVICES=0 timeout 150 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py -k qlora 2>&1 | tail -4
     ;;
   issue7)
-    # issue 7 in one call: stock vs the QLoRA recipe vs bf16 LoRA, same GPU, same data, fresh work dir;
-    # then one LoRA training step profiled (xtuner's fp32 upcast of frozen weights vs bf16 kept).
+    # issue 7 in one call: stock vs the QLoRA recipe vs bf16 LoRA, same GPU, same data, fresh work dir
+    # (nothing resumed); then the compiled step with and without peft's fp32 upcast of frozen weights.
     rm -rf /tmp/xtflow-bench
-    CUDA_VISIBLE_DEVICES=0 timeout 330 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 262144 --variants stock,qlora,lora 2>&1 | tail -n 600 > "$OUT/bench1.log" || true
+    CUDA_VISIBLE_DEVICES=0 timeout ${BENCH_S:-420} python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens ${TOKENS:-524288} --variants stock,qlora,lora 2>&1 | tail -n 900 > "$OUT/bench1.log" || true
     grep -E "^(model|dataset|stock|qlora|lora) " "$OUT/bench1.log" || tail -40 "$OUT/bench1.log"
-    CUDA_VISIBLE_DEVICES=0 timeout 170 python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4 --profile --steps 10 --variants xtuner,bf16-frozen,xtuner+4bit+gc,bf16-frozen+compile 2>&1 | grep -v Warning > "$OUT/profile.log" || true
-    grep -E "^(gpu|xtuner|bf16-frozen)" "$OUT/profile.log" || tail -30 "$OUT/profile.log"
+    CUDA_VISIBLE_DEVICES=0 timeout --signal=INT ${GRID_S:-110} python3 bench/gpu_profile_step.py --model /tmp/xtflow-bench/model --batch 4 --steps 10 --variants "xtflow+4bit+gc+compile@4,8;xtuner+4bit+gc+compile;xtflow+compile@4,8" 2>&1 | grep -v Warning > "$OUT/grid2.log" || true
+    grep -E "^(xtuner|xtflow)" "$OUT/grid2.log" || tail -20 "$OUT/grid2.log"
     ;;
   profile)
     # where a step's time goes: LoRA and QLoRA, with and without activation checkpointing
@@ -54,7 +54,15 @@ case "${1:-single}" in
     grep -E "^xtflow" "$OUT/compile.log" || tail -20 "$OUT/compile.log"
     ;;
   tests)
-    CUDA_VISIBLE_DEVICES=0 timeout 400 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
+    CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_S:-400} python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
+    ;;
+  tests+sample)
+    # the GPU tests, then what the first EvaluateChatHook sample of a process costs (profiled)
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
+    M=/tmp/xtflow-bench/model
+    [ -f $M/config.json ] || CUDA_VISIBLE_DEVICES=0 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import gpu_train_bench as b; b.build_model(Path('$M'))"
+    CUDA_VISIBLE_DEVICES=0 timeout --signal=INT 120 python3 bench/gpu_profile_step.py --model $M --generate --profile --variants "xtuner+4bit+gc+compile" 2>&1 | grep -v Warning > "$OUT/generate.log" || true
+    grep -E "^xtuner" "$OUT/generate.log" || tail -20 "$OUT/generate.log"
     ;;
   multi2)
     timeout 300 python3 bench/gpu_train_bench.py --out "$OUT/bench2" --variants qlora --gpus 2 --deepspeed deepspeed_zero2 --adapter 2>&1 | tail -n 300 > "$OUT/bench2.log" || true

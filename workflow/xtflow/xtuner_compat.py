@@ -129,27 +129,19 @@ def last_error_line(log: Path) -> str:
 
 def prepare_lora_keeping_dtype(model: Any, use_gradient_checkpointing: bool = True,
                                gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> Any:
-    """XTuner's LoRA preparation without casting frozen bf16 weights to fp32.
+    """XTuner's LoRA preparation without casting an unquantized model's frozen weights to fp32.
 
     XTuner 0.2.0 calls peft's `prepare_model_for_kbit_training` for every LoRA model, quantized or
-    not, and that casts every frozen bf16 (and fp16) weight to fp32. For an unquantized model this
-    only freezes the weights (the rest of that function is for quantized models). A 4-bit or 8-bit
-    model goes through peft (checkpointing, input gradients), and then the weights that were bf16
-    (norms, embeddings, output layer: the frozen weights that are not quantized) are put back to
-    bf16: the same values, so the bf16 matmuls autocast computes are the same, but the hidden states
-    stay bf16 instead of fp32, which halves the memory traffic of every element-wise op (docs/benchmarks.md).
-    fp16 weights keep peft's fp32 upcast: fp16 activations can overflow.
+    not; for an unquantized bf16 model that doubles the weights' memory and makes autocast cast every
+    frozen weight back to bf16 in every matmul. For such a model this only freezes the weights (all
+    that function does besides the cast); 4-bit and 8-bit models go through peft unchanged (keeping
+    their norms and embeddings bf16 too saved 1.9 GB but no time once the layers are compiled, and
+    without compiling it changed the first optimizer steps: docs/benchmarks.md).
     """
-    import torch
     from peft import prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-        bf16 = {name for name, param in model.named_parameters() if param.dtype == torch.bfloat16}
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
-        for name, param in model.named_parameters():
-            if name in bf16 and param.dtype != torch.bfloat16:
-                param.data = param.data.to(torch.bfloat16)
-        return model
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
     for param in model.parameters():
         param.requires_grad_(False)
     return model
