@@ -57,8 +57,8 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
     return {
         # (a) the tutorial's config as shipped: fp16 AMP, 4-bit, micro-batch 1, 600-token samples
         "stock": stock,
-        # (b) xtflow's GPU recipe, QLoRA: bf16, micro-batch 4 x 2048 tokens, compiled decoder layers,
-        # bounded samples at checkpoints only
+        # (b) xtflow's GPU recipe (config/internlm2_chat_1_8b.yaml with packing on, its large-dataset setting),
+        # QLoRA: bf16, micro-batch 4 x 2048 tokens, compiled decoder layers, bounded samples at checkpoints only
         "qlora": replace(stock, **recipe),
         # (c) the bf16 LoRA variant: no 4-bit, no activation recomputation
         "lora": replace(stock, **recipe, load_in_4bit=False, gradient_checkpointing=False),

@@ -80,3 +80,30 @@ def test_gpu_recipe_config_is_valid_and_patches() -> None:
     cfg = validate(merged)
     assert cfg["xtuner"]["load_in_4bit"] and cfg["xtuner"]["device"] == "cuda" and cfg["xtuner"]["dtype"] == "bfloat16"
     assert cfg["xtuner"]["batch_size"] * cfg["xtuner"]["accumulative_counts"] == 16
+
+
+def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path) -> None:
+    """The documented GPU command (`--configfile config/internlm2_chat_1_8b.yaml`, default dataset) gets past
+    the train rule's plan check with enough optimizer steps: real Snakemake builds the dataset and the XTuner
+    config (CPU stages), then the plan is counted as the train rule counts it (the training itself needs a GPU)."""
+    import shutil
+
+    import yaml
+
+    from conftest import REPO, snakemake
+    from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+    from xtflow.train import check_plan, plan_training
+
+    model = tmp_path / "model"  # stands in for internlm2-chat-1_8b (a tokenizer and a config are all it needs here)
+    build_tiny_model(TinyModelSpec(1024, 32, 64, 1, 2, 4096, 0), model)
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    recipe = REPO / "config" / "internlm2_chat_1_8b.yaml"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"base_model": {"path": str(model)}}), encoding="utf-8")
+    config = "results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py"
+    snakemake(tmp_path, config, "results/data/train.json", "--configfile", "config/config.yaml", str(recipe),
+              str(tmp_path / "mine.yaml"), check=True)
+    xt = yaml.safe_load(recipe.read_text(encoding="utf-8"))["xtuner"]
+    plan = plan_training(tmp_path / config, 1)
+    check_plan(plan, xt["warmup_ratio"])  # raises on a plan XTuner would crash on or ruin
+    assert plan.total_iters // xt["accumulative_counts"] >= 20  # optimizer steps
