@@ -2,6 +2,9 @@
 # Run on the lent GPU machine (see ../shared/notes/gpu-machine.md and docs/benchmarks.md):
 #   bash bench/gpu_session.sh single   # GPU tests + 1-GPU benchmark (stock vs xtflow recipes)
 #   bash bench/gpu_session.sh multi    # 2 GPUs, DeepSpeed zero2, through the adapter; 1-GPU zero2 baseline
+#   bash bench/gpu_session.sh issue7   # stock vs the GPU recipe vs bf16 LoRA (TOKENS=...), compiled-step grid
+#   bash bench/gpu_session.sh grid     # profiler: LoRA preparation, micro-batch, checkpointing, compile, sampling
+#   bash bench/gpu_session.sh workflow # the GPU recipe through results/final_model with real Snakemake
 # Expects .gpu/site.tar.xz: the Python 3.12 packages xtflow needs beside the machine's torch
 # (built on the CPU machine; see docs/benchmarks.md). Results go to $OUT.
 set -euo pipefail
@@ -52,6 +55,24 @@ case "${1:-single}" in
     grep -E "^xtflow" "$OUT/generate.log" || tail -20 "$OUT/generate.log"
     CUDA_VISIBLE_DEVICES=0 $P ${COMPILE_S:-150} python3 bench/gpu_profile_step.py --model $M --batch 4 --steps 8 --variants "xtflow+compile;xtflow+4bit+gc+compile" 2>&1 | grep -v Warning > "$OUT/compile.log" || true
     grep -E "^xtflow" "$OUT/compile.log" || tail -20 "$OUT/compile.log"
+    ;;
+  workflow)
+    # the GPU recipe through results/final_model with real Snakemake, as README documents it, on a model of
+    # InternLM2-1.8B's shape (random weights, the tiny tokenizer). Needs .gpu/snakemake-wheels.tar too
+    # (Snakemake and the packages it needs beyond .gpu/site.tar.xz, Python 3.12 wheels).
+    if [ ! -d /tmp/site2/snakemake ]; then
+      mkdir -p /tmp/whl && tar -xf .gpu/snakemake-wheels.tar -C /tmp/whl
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 /tmp/whl/smkw/*.whl
+    fi
+    export PYTHONPATH=$PYTHONPATH:/tmp/site2 PATH=$PATH:/tmp/site2/bin
+    M=/tmp/xtflow-bench/model REPO=$PWD W=/tmp/xtflow-wf
+    [ -f $M/config.json ] || CUDA_VISIBLE_DEVICES=0 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import gpu_train_bench as b; b.build_model(Path('$M'))"
+    rm -rf $W && mkdir -p $W/config && cp config/config.yaml $W/config/
+    printf 'base_model: {path: %s}\nmerge: {device: cuda}\n' $M > $W/gpu.yaml
+    (cd $W && CUDA_VISIBLE_DEVICES=0 timeout ${WORKFLOW_S:-420} /usr/bin/time -f "snakemake wall %e s" python3 -m snakemake -s $REPO/Snakefile --cores 8 results/final_model --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml) > "$OUT/workflow.log" 2>&1 || true
+    tail -25 "$OUT/workflow.log"
+    mkdir -p "$OUT/wf" && cp -r $W/logs $W/benchmarks "$OUT/wf/" 2>/dev/null || true
+    ls -la $W/results/final_model 2>&1 | tee "$OUT/final_model.txt"
     ;;
   tests)
     CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_S:-400} python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
