@@ -15,6 +15,11 @@
    which torch >= 2.6 refuses (`Weights only load failed`). The checkpoints are the
    run's own files, so tools run with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (see `main`).
 
+And what the train tool changes for speed, without changing what is learned
+(docs/benchmarks.md, issue 7): `prepare_lora_keeping_dtype`, `skip_lora_input_cast`,
+`compile_decoder_layers` (config `xtuner.compile`), `bound_chat_sampling` (bounded,
+batched samples; config `xtuner.evaluation_before_train`).
+
 Usage as a module: `python -m xtflow.xtuner_compat TOOL ARGS...`, where TOOL is a
 key of `TOOLS` (train, pth_to_hf, merge, chat).
 """
