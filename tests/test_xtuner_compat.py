@@ -168,6 +168,7 @@ def test_sample_before_training_only_when_configured(before: bool, monkeypatch: 
         monkeypatch.setattr(EvaluateChatHook, attr, getattr(EvaluateChatHook, attr))
     calls: list[dict] = []
     monkeypatch.setattr(EvaluateChatHook, "_generate_samples", lambda self, runner, **kw: calls.append(kw))
+    monkeypatch.setattr("atexit.register", lambda *args, **kwargs: None)  # no sampling total at pytest's exit
     bound_chat_sampling(sample_before_train=before)
     hook = object.__new__(EvaluateChatHook)
     hook.max_new_tokens = 16
