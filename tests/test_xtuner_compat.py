@@ -125,15 +125,18 @@ def test_batched_sampling_gives_xtuner_replies(tmp_path) -> None:  # noqa: ANN00
                                                "你好"],
                             prompt_template=PROMPT_TEMPLATE.internlm2_chat, system="You are a bot.",
                             max_new_tokens=12, generation_kwargs=dict(do_sample=False))
-    replies = {}
-    for name, fn in (("xtuner", EvaluateChatHook._eval_language), ("batched", batched_eval_language)):
+    def replies(fn) -> list[str]:  # noqa: ANN001
         runner = SimpleNamespace(logger=_Logger(), cfg={})
         with torch.no_grad():
             fn(hook, runner, model, torch.device("cpu"), 12)
-        replies[name] = [line for line in runner.logger.lines if line.startswith("Sample output:")]
-    assert len(replies["batched"]) == 3
-    assert replies["batched"] == replies["xtuner"]
-    assert "<pad>" not in "".join(replies["batched"])
+        return [line for line in runner.logger.lines if line.startswith("Sample output:")]
+
+    batched = replies(batched_eval_language)
+    assert len(batched) == 3
+    assert batched == replies(EvaluateChatHook._eval_language)
+    assert "<pad>" not in "".join(batched)
+    hook.evaluation_inputs = hook.evaluation_inputs[:1]  # one prompt: XTuner's own loop runs
+    assert replies(batched_eval_language) == replies(EvaluateChatHook._eval_language) == batched[:1]
 
 
 def test_compiles_each_decoder_layer_in_place(bf16_model) -> None:  # noqa: ANN001

@@ -169,16 +169,21 @@ def skip_lora_input_cast(model: Any) -> int:
     only (`AmpOptimWrapper`), so the cast is turned off for them; sampling turns it back on (see
     `lora_input_cast`), since `generate` runs without autocast.
     """
-    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    layers = _lora_layers(model)
     for layer in layers:
         layer.cast_input_dtype_enabled = False
     return len(layers)
 
 
+def _lora_layers(model: Any) -> list[Any]:
+    """peft's layers that cast their input (`cast_input_dtype_enabled`)."""
+    return [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+
+
 @contextmanager
 def lora_input_cast(model: Any) -> Iterator[None]:
     """peft's input cast on for the duration (for `generate`, which runs without autocast)."""
-    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    layers = _lora_layers(model)
     before = [layer.cast_input_dtype_enabled for layer in layers]
     for layer in layers:
         layer.cast_input_dtype_enabled = True
@@ -266,7 +271,7 @@ def batched_eval_language(self: Any, runner: Any, model: Any, device: Any, max_n
     words = [c.stop_word for c in self.stop_criteria]
     stops = single_token_ids(self.tokenizer, words)
     if stops is None or len(self.evaluation_inputs) < 2:
-        return _XTUNER_EVAL_LANGUAGE(self, runner, model, device, max_new_tokens, save_eval_output)
+        return _xtuner_eval_language()(self, runner, model, device, max_new_tokens, save_eval_output)
     prompts = [tuple(self.tokenizer.encode((self.system + self.instruction).format(input=text, round=1, **runner.cfg)))
                for text in self.evaluation_inputs]
     pad, eos = self.gen_config.pad_token_id, self.gen_config.eos_token_id
@@ -285,7 +290,11 @@ def batched_eval_language(self: Any, runner: Any, model: Any, device: Any, max_n
         self._save_eval_output(runner, [f"{t}\n" for t in texts])
 
 
-_XTUNER_EVAL_LANGUAGE: Any = None
+def _xtuner_eval_language() -> Any:
+    """XTuner's own `EvaluateChatHook._eval_language`, also after `bound_chat_sampling` replaced it."""
+    from xtuner.engine.hooks import EvaluateChatHook
+
+    return EvaluateChatHook.__dict__.get("_xtflow_xtuner_eval_language", EvaluateChatHook._eval_language)
 
 
 def bound_chat_sampling(sample_before_train: bool = True) -> None:
@@ -306,10 +315,9 @@ def bound_chat_sampling(sample_before_train: bool = True) -> None:
     import torch
     from xtuner.engine.hooks import EvaluateChatHook
 
-    global _XTUNER_EVAL_LANGUAGE
     spent = {"seconds": 0.0, "calls": 0}
     original = EvaluateChatHook._generate_samples
-    _XTUNER_EVAL_LANGUAGE = EvaluateChatHook._eval_language
+    EvaluateChatHook._xtflow_xtuner_eval_language = _xtuner_eval_language()
 
     def timed(self: Any, runner: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
