@@ -62,7 +62,7 @@ case "${1:-single}" in
   workflow)
     # the GPU recipe through results/final_model with real Snakemake, as README documents it, on a model of
     # InternLM2-1.8B's shape (random weights, the tiny tokenizer). Needs .gpu/snakemake-wheels.tar too
-    # (Snakemake and the packages it needs beyond .gpu/site.tar.xz, Python 3.12 wheels).
+    # (Snakemake and the packages it needs beyond .gpu/site.tar.xz: bash bench/gpu_wheels.sh).
     if [ ! -d /tmp/site2/snakemake ]; then
       mkdir -p /tmp/whl && tar -xf .gpu/snakemake-wheels.tar -C /tmp/whl
       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 /tmp/whl/smkw/*.whl
@@ -76,6 +76,9 @@ case "${1:-single}" in
     tail -25 "$OUT/workflow.log"
     mkdir -p "$OUT/wf" && cp -r $W/logs $W/benchmarks "$OUT/wf/" 2>/dev/null || true
     ls -la $W/results/final_model 2>&1 | tee "$OUT/final_model.txt"
+    for f in $W/benchmarks/*.tsv; do echo "$(basename $f .tsv): $(sed -n 2p $f | cut -f1) s"; done 2>&1 | tee "$OUT/rule_seconds.txt" || true
+    # a second dry run must find nothing to do
+    (cd $W && python3 -m snakemake -s $REPO/Snakefile --cores 8 results/final_model -n --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml 2>&1 | tail -3) | tee "$OUT/rerun.txt" || true
     ;;
   tests)
     CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_S:-400} python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"
