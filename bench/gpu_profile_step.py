@@ -108,13 +108,14 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
 
 def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN001
     """Time `generate` as EvaluateChatHook runs it after training: eval mode, KV cache, no autocast,
-    peft's input cast on, compiled layers run eagerly, 16 new tokens. The first call is profiled
-    (CPU and CUDA) with --profile: what a first sample in a process costs beyond the later ones."""
+    xtflow's `sampling_context` (peft's input cast on, compiled layers eager, no cuDNN attention), 16 new
+    tokens. The first call is profiled (CPU and CUDA) with --profile: what a first sample in a process
+    costs beyond the later ones."""
     import contextlib
 
     import torch
 
-    from xtflow.xtuner_compat import lora_input_cast
+    from xtflow.xtuner_compat import sampling_context
 
     run(name, model, 4, 4, False, peak, 1.89e9)  # a few training steps first, as in the stage
     model.activation_checkpointing_disable()
@@ -129,7 +130,7 @@ def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN00
             from torch.profiler import profile as prof_
 
             prof = prof_(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-        with prof as p, lora_input_cast(model), torch.no_grad(), torch.compiler.set_stance("force_eager"):
+        with prof as p, sampling_context(model), torch.no_grad():
             torch.cuda.synchronize()
             t0 = time.perf_counter()
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,

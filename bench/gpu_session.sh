@@ -5,6 +5,7 @@
 #   bash bench/gpu_session.sh issue7   # stock vs the GPU recipe vs bf16 LoRA (TOKENS=...), compiled-step grid
 #   bash bench/gpu_session.sh grid     # profiler: LoRA preparation, micro-batch, checkpointing, compile, sampling
 #   bash bench/gpu_session.sh workflow # the GPU recipe through results/final_model with real Snakemake
+#   bash bench/gpu_session.sh compile-ab # its train rule with xtuner.compile false / true; first samples
 # Expects .gpu/site.tar.xz: the Python 3.12 packages xtflow needs beside the machine's torch
 # (built on the CPU machine; see docs/benchmarks.md). Results go to $OUT.
 set -euo pipefail
@@ -21,6 +22,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import torch, transformers, xtuner, bitsandbytes, peft, mmengine; print('torch', torch.__version__, 'transformers', transformers.__version__, 'xtuner', xtuner.__version__, 'bitsandbytes', bitsandbytes.__version__, 'peft', peft.__version__)" | tee -a "$OUT/gpu.txt"
 ensure_model() {  # the model of InternLM2-1.8B's shape (random weights) that the benchmarks use
   [ -f "$1/config.json" ] || CUDA_VISIBLE_DEVICES=0 python3 -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path; import gpu_train_bench as b; b.build_model(Path('$1'))"
+}
+ensure_snakemake() {  # Snakemake on the GPU machine: .gpu/snakemake-wheels.tar (bash bench/gpu_wheels.sh)
+  if [ ! -d /tmp/site2/snakemake ]; then
+    mkdir -p /tmp/whl && tar -xf .gpu/snakemake-wheels.tar -C /tmp/whl
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 /tmp/whl/smkw/*.whl
+  fi
+  export PYTHONPATH=$PYTHONPATH:/tmp/site2 PATH=$PATH:/tmp/site2/bin
 }
 case "${1:-single}" in
   single)
@@ -63,11 +71,7 @@ case "${1:-single}" in
     # the GPU recipe through results/final_model with real Snakemake, as README documents it, on a model of
     # InternLM2-1.8B's shape (random weights, the tiny tokenizer). Needs .gpu/snakemake-wheels.tar too
     # (Snakemake and the packages it needs beyond .gpu/site.tar.xz: bash bench/gpu_wheels.sh).
-    if [ ! -d /tmp/site2/snakemake ]; then
-      mkdir -p /tmp/whl && tar -xf .gpu/snakemake-wheels.tar -C /tmp/whl
-      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site2 /tmp/whl/smkw/*.whl
-    fi
-    export PYTHONPATH=$PYTHONPATH:/tmp/site2 PATH=$PATH:/tmp/site2/bin
+    ensure_snakemake
     M=/tmp/xtflow-bench/model REPO=$PWD W=/tmp/xtflow-wf
     ensure_model $M
     rm -rf $W && mkdir -p $W/config && cp config/config.yaml $W/config/
@@ -79,6 +83,24 @@ case "${1:-single}" in
     for f in $W/benchmarks/*.tsv; do echo "$(basename $f .tsv): $(sed -n 2p $f | cut -f1) s"; done 2>&1 | tee "$OUT/rule_seconds.txt" || true
     # a second dry run must find nothing to do
     (cd $W && python3 -m snakemake -s $REPO/Snakefile --cores 8 results/final_model -n --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml 2>&1 | tail -3) | tee "$OUT/rerun.txt" || true
+    ;;
+  compile-ab)
+    # the GPU recipe's train rule on the default dataset (unpacked) with xtuner.compile false, then true
+    # (recompiles logged); then the first samples of a compiled bf16 LoRA model in xtflow's sampling context
+    ensure_snakemake
+    M=/tmp/xtflow-bench/model REPO=$PWD
+    ensure_model $M
+    for c in false true; do
+      W=/tmp/xtflow-wf-$c
+      rm -rf $W && mkdir -p $W/config && cp config/config.yaml $W/config/
+      printf 'base_model: {path: %s}\nxtuner: {compile: %s}\n' $M $c > $W/gpu.yaml
+      (cd $W && CUDA_VISIBLE_DEVICES=0 TORCH_LOGS=recompiles timeout ${TRAIN_S:-220} python3 -m snakemake -s $REPO/Snakefile --cores 8 results/train/final_checkpoint.pth --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml) > "$OUT/snakemake-compile-$c.log" 2>&1 || true
+      cp $W/logs/train.log "$OUT/train-compile-$c.log" || true
+      echo "compile $c: train rule $(sed -n 2p $W/benchmarks/train.tsv 2>/dev/null | cut -f1) s, $(grep -c 'Recompiling function' $W/logs/train.log || true) recompiles"
+      grep -E "Iter\(train\)|xtflow: (torch|Eval)" $W/logs/train.log | cut -c1-150 || tail -5 "$OUT/snakemake-compile-$c.log"
+    done
+    CUDA_VISIBLE_DEVICES=0 timeout --signal=INT ${GENERATE_S:-100} python3 bench/gpu_profile_step.py --model $M --generate --profile --variants "xtflow+compile" 2>&1 | grep -v Warning > "$OUT/generate.log" || true
+    grep -E "^xtflow" "$OUT/generate.log" || tail -20 "$OUT/generate.log"
     ;;
   tests)
     CUDA_VISIBLE_DEVICES=0 timeout ${TESTS_S:-400} python3 -m pytest -m gpu -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/pytest-gpu.log"

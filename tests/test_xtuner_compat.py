@@ -9,8 +9,8 @@ from xtflow.xtuner_compat import (
     batched_eval_language,
     bound_chat_sampling,
     compile_decoder_layers,
-    lora_input_cast,
     prepare_lora_keeping_dtype,
+    sampling_context,
     skip_lora_input_cast,
     xtflow_options,
 )
@@ -89,14 +89,19 @@ def test_skipping_the_input_cast_learns_the_same_under_autocast(bf16_model) -> N
 
 
 def test_sampling_turns_the_cast_back_on_and_restores_it(bf16_model) -> None:  # noqa: ANN001
+    """Sampling: peft's cast on, cuDNN attention off (a plan per key length); both restored after."""
     import torch
 
     model = lora_model(bf16_model(), cast=False)
     ids = torch.randint(5, 400, (1, 8), generator=torch.Generator().manual_seed(0))
     with pytest.raises(RuntimeError):  # bf16 input into fp32 adapters without autocast
         model(input_ids=ids)
-    with lora_input_cast(model):
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with sampling_context(model):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
         assert model.generate(input_ids=ids, max_new_tokens=3, do_sample=False).shape == (1, 11)
+    assert torch.backends.cuda.cudnn_sdp_enabled()
     assert not any(m.cast_input_dtype_enabled for m in model.modules() if hasattr(m, "cast_input_dtype_enabled"))
 
 
@@ -146,6 +151,28 @@ def test_compiles_each_decoder_layer_in_place(bf16_model) -> None:  # noqa: ANN0
     layer = model.get_base_model().model.layers[0]
     assert layer._compiled_call_impl is not None
     assert list(model.state_dict()) == keys  # checkpoints keep their keys (no `_orig_mod.`)
+
+
+def test_unpacked_data_recompiles_the_layers_once(bf16_model) -> None:  # noqa: ANN001
+    """A new sequence length in every batch (XTuner's padded batches): one graph for the first
+    length, one for any length after it, not one per length."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = lora_model(bf16_model(), cast=False)
+    compile_decoder_layers(model, backend="eager")
+    graphs = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for length in (8, 11, 13, 17, 9):
+            mask = torch.ones(2, length, dtype=torch.bool)
+            mask[1, length - 3:] = False  # padding, as XTuner's default_collate_fn masks it
+            model(input_ids=torch.randint(5, 400, (2, length), generator=torch.Generator().manual_seed(length)),
+                  attention_mask=mask)
+            graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert graphs == [1, 2, 2, 2, 2]
 
 
 def test_xtflow_options_are_read_from_the_written_config(tmp_path) -> None:  # noqa: ANN001

@@ -181,6 +181,20 @@ def _lora_layers(model: Any) -> list[Any]:
 
 
 @contextmanager
+def sampling_context(model: Any) -> Iterator[None]:
+    """How xtflow runs `generate` on a model being trained: peft's input cast on (`lora_input_cast`),
+    compiled layers eager (generation's changing shapes would recompile them), and no cuDNN attention:
+    cuDNN builds an attention plan for every new key length, which made a first 16-token sample of a
+    bf16 model take 5-7 s instead of about 1 s (docs/benchmarks.md); training keeps it."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with lora_input_cast(model), torch.compiler.set_stance("force_eager"), sdpa_kernel(backends):
+        yield
+
+
+@contextmanager
 def lora_input_cast(model: Any) -> Iterator[None]:
     """peft's input cast on for the duration (for `generate`, which runs without autocast)."""
     layers = _lora_layers(model)
@@ -194,7 +208,7 @@ def lora_input_cast(model: Any) -> Iterator[None]:
             layer.cast_input_dtype_enabled = value
 
 
-def compile_decoder_layers(model: Any) -> int:
+def compile_decoder_layers(model: Any, backend: str = "inductor") -> int:
     """`torch.compile` every transformer block in place (returns how many).
 
     Regional compilation: the blocks share one compiled graph (compiled once, in seconds, not once
@@ -203,6 +217,8 @@ def compile_decoder_layers(model: Any) -> int:
     state-dict keys do not change, so checkpoints are the same. Blocks are the model's
     `_no_split_modules` classes (LlamaDecoderLayer, InternLM2DecoderLayer, ...). Should a model's
     code not compile, torch falls back to running it eagerly (`suppress_errors`): slower, same result.
+    Unpacked data (a new sequence length in every batch) costs one recompile: torch then compiles
+    the blocks for any length (automatic dynamic shapes).
     """
     import torch
 
@@ -212,7 +228,7 @@ def compile_decoder_layers(model: Any) -> int:
     layers = [m for m in model.modules() if type(m).__name__ in names]
     torch._dynamo.config.suppress_errors = True
     for layer in layers:
-        layer.compile()
+        layer.compile(backend=backend)
     return len(layers)
 
 
@@ -322,7 +338,7 @@ def bound_chat_sampling(sample_before_train: bool = True) -> None:
     def timed(self: Any, runner: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            with lora_input_cast(runner.model), torch.compiler.set_stance("force_eager"):
+            with sampling_context(runner.model):
                 return original(self, runner, *args, **kwargs)
         finally:
             took = time.perf_counter() - start
