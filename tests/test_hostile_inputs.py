@@ -129,6 +129,7 @@ def failing_training(tmp: Path) -> str:
     proc = snakemake(tmp, "results/final_model", "--rerun-triggers", "mtime")
     log = (tmp / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
     assert "Traceback" in log and "safetensors" in log.lower()
+    assert "xtflow: error: XTuner train failed (exit 1)" in log
     assert not (tmp / "results" / "final_model").exists()
     assert not (tmp / "results" / "train" / "final_checkpoint.pth").exists()
     return _error_line(proc)
@@ -172,7 +173,8 @@ HOSTILE_NAME = "Bob\"'; touch MARKER; $(touch MARKER) `touch MARKER` {name} {mak
 
 def hostile_values(tmp: Path) -> str:
     """Shell and Python metacharacters in every free-text value reach the data verbatim, run nothing."""
-    config = default_config()
+    config = quick_config()
+    config["xtuner"]["max_epochs"] = 4  # 24 iterations: the values pass every stage; more adds nothing to check
     config["assistant"]["name"] = HOSTILE_NAME
     config["assistant"]["maker"] = "$(touch MARKER)"
     config["xtuner"]["system"] = "'); __import__('os').system('touch MARKER'); ('"
