@@ -30,6 +30,16 @@ ensure_snakemake() {  # Snakemake on the GPU machine: .gpu/snakemake-wheels.tar 
   fi
   export PYTHONPATH=$PYTHONPATH:/tmp/site2 PATH=$PATH:/tmp/site2/bin
 }
+recipe_dir() {  # a fresh project dir $1 for the GPU recipe; the rest of the args: lines of its gpu.yaml
+  local w=$1; shift
+  rm -rf "$w" && mkdir -p "$w/config" && cp config/config.yaml "$w/config/"
+  printf '%s\n' "$@" > "$w/gpu.yaml"
+}
+recipe_snakemake() {  # in project dir $1, within $2 seconds: Snakemake on the GPU recipe, the rest of the args
+  local w=$1 limit=$2 repo=$PWD; shift 2
+  (cd "$w" && timeout "$limit" python3 -m snakemake -s "$repo/Snakefile" --cores 8 "$@" \
+    --configfile config/config.yaml "$repo/config/internlm2_chat_1_8b.yaml" gpu.yaml)
+}
 case "${1:-single}" in
   single)
     CUDA_VISIBLE_DEVICES=0 timeout 380 python3 bench/gpu_train_bench.py --out "$OUT/bench1" --tokens 98304 --variants stock,qlora,lora 2>&1 | tail -n 400 > "$OUT/bench1.log" || true
@@ -72,29 +82,29 @@ case "${1:-single}" in
     # InternLM2-1.8B's shape (random weights, the tiny tokenizer). Needs .gpu/snakemake-wheels.tar too
     # (Snakemake and the packages it needs beyond .gpu/site.tar.xz: bash bench/gpu_wheels.sh).
     ensure_snakemake
-    M=/tmp/xtflow-bench/model REPO=$PWD W=/tmp/xtflow-wf
+    M=/tmp/xtflow-bench/model W=/tmp/xtflow-wf
     ensure_model $M
-    rm -rf $W && mkdir -p $W/config && cp config/config.yaml $W/config/
-    printf 'base_model: {path: %s}\nmerge: {device: cuda}\n' $M > $W/gpu.yaml
-    (cd $W && CUDA_VISIBLE_DEVICES=0 timeout ${WORKFLOW_S:-420} /usr/bin/time -f "snakemake wall %e s" python3 -m snakemake -s $REPO/Snakefile --cores 8 results/final_model --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml) > "$OUT/workflow.log" 2>&1 || true
+    recipe_dir $W "base_model: {path: $M}" "merge: {device: cuda}"
+    SECONDS=0
+    CUDA_VISIBLE_DEVICES=0 recipe_snakemake $W ${WORKFLOW_S:-420} results/final_model > "$OUT/workflow.log" 2>&1 || true
+    echo "snakemake wall $SECONDS s" >> "$OUT/workflow.log"
     tail -25 "$OUT/workflow.log"
     mkdir -p "$OUT/wf" && cp -r $W/logs $W/benchmarks "$OUT/wf/" 2>/dev/null || true
     ls -la $W/results/final_model 2>&1 | tee "$OUT/final_model.txt"
     for f in $W/benchmarks/*.tsv; do echo "$(basename $f .tsv): $(sed -n 2p $f | cut -f1) s"; done 2>&1 | tee "$OUT/rule_seconds.txt" || true
     # a second dry run must find nothing to do
-    (cd $W && python3 -m snakemake -s $REPO/Snakefile --cores 8 results/final_model -n --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml 2>&1 | tail -3) | tee "$OUT/rerun.txt" || true
+    recipe_snakemake $W 120 results/final_model -n 2>&1 | tail -3 | tee "$OUT/rerun.txt" || true
     ;;
   compile-ab)
     # the GPU recipe's train rule on the default dataset (unpacked) with xtuner.compile false, then true
     # (recompiles logged); then the first samples of a compiled bf16 LoRA model in xtflow's sampling context
     ensure_snakemake
-    M=/tmp/xtflow-bench/model REPO=$PWD
+    M=/tmp/xtflow-bench/model
     ensure_model $M
     for c in false true; do
       W=/tmp/xtflow-wf-$c
-      rm -rf $W && mkdir -p $W/config && cp config/config.yaml $W/config/
-      printf 'base_model: {path: %s}\nxtuner: {compile: %s}\n' $M $c > $W/gpu.yaml
-      (cd $W && CUDA_VISIBLE_DEVICES=0 TORCH_LOGS=recompiles timeout ${TRAIN_S:-220} python3 -m snakemake -s $REPO/Snakefile --cores 8 results/train/final_checkpoint.pth --configfile config/config.yaml $REPO/config/internlm2_chat_1_8b.yaml gpu.yaml) > "$OUT/snakemake-compile-$c.log" 2>&1 || true
+      recipe_dir $W "base_model: {path: $M}" "xtuner: {compile: $c}"
+      CUDA_VISIBLE_DEVICES=0 TORCH_LOGS=recompiles recipe_snakemake $W ${TRAIN_S:-220} results/train/final_checkpoint.pth > "$OUT/snakemake-compile-$c.log" 2>&1 || true
       cp $W/logs/train.log "$OUT/train-compile-$c.log" || true
       echo "compile $c: train rule $(sed -n 2p $W/benchmarks/train.tsv 2>/dev/null | cut -f1) s, $(grep -c 'Recompiling function' $W/logs/train.log || true) recompiles"
       grep -E "Iter\(train\)|xtflow: (torch|Eval)" $W/logs/train.log | cut -c1-150 || tail -5 "$OUT/snakemake-compile-$c.log"

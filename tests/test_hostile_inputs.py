@@ -91,8 +91,8 @@ def dataset_file(text: str) -> Callable[[Path], str]:
 
 
 def quick_config() -> dict[str, Any]:
-    """The default without the general skill and general records: these cases fail before or at
-    training, and count the identity records alone."""
+    """The default without the general skill and general records: the cases that use it fail before
+    or at training, count the identity records alone, or (hostile values) need no general skill."""
     config = default_config()
     config["dataset"]["general_records"] = 0
     config["base_model"]["general_skill"] = None

@@ -328,7 +328,6 @@ def bound_chat_sampling(sample_before_train: bool = True) -> None:
     import atexit
     import time
 
-    import torch
     from xtuner.engine.hooks import EvaluateChatHook
 
     spent = {"seconds": 0.0, "calls": 0}
