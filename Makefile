@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.xtflow-installed
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps demo test test-gpu rulegraph chat web clean
+.PHONY: setup system-deps demo lint test test-gpu rulegraph chat web clean
 
 # Debian packages the tests need: graphviz (rule graph), chromium (web demo test),
 # fonts-wqy-zenhei (Chinese text in the browser's screenshots), SLURM with accounting
@@ -26,16 +26,25 @@ system-deps:
 	  fi; \
 	fi
 
-$(STAMP): envs/requirements.txt pyproject.toml
+# The same install steps as the workflow's conda environment (workflow/envs/xtflow.post-deploy.sh),
+# then xtflow itself (editable) for `python -m xtflow.chat` and `python -m xtflow.web`.
+$(STAMP): workflow/envs/requirements.txt workflow/envs/xtflow.post-deploy.sh pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-deps -r envs/requirements.txt
+	PATH="$(CURDIR)/$(BIN):$$PATH" XTFLOW_WORKFLOW="$(CURDIR)/workflow" bash workflow/envs/xtflow.post-deploy.sh
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 demo: setup
 	$(BIN)/snakemake --cores 1 results/final_model
 
-test: setup system-deps
+# The quality gate, seconds: ruff, ruff format, snakefmt and Snakemake's own linter.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow
+	cd .test && ../$(BIN)/snakemake --lint --quiet -s ../Snakefile
+
+test: setup system-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Talk to the result (see README "Talk to the result").

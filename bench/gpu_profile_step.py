@@ -16,7 +16,7 @@ Variants:
                bf16 weight to fp32, so autocast re-casts them to bf16 in every matmul, every step.
   bf16-frozen  the frozen weights stay bf16 (autocast computes the same bf16 matmuls; the fp32
                copies are exact upcasts of those bf16 values), also in a 4-bit model (norms,
-               embeddings, output layer); `xtflow.xtuner_compat.prepare_lora_keeping_dtype`.
+               embeddings, output layer); `xtflow.xtuner_plugins.prepare_lora_keeping_dtype`.
   xtflow       bf16-frozen, and peft's cast of every LoRA layer's input to fp32 is off
                (`skip_lora_input_cast`): what xtflow's train stage does.
 Flags: +4bit (QLoRA, nf4 with double quantization, bf16 compute), +gc (activation checkpointing),
@@ -44,19 +44,33 @@ def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: b
 
     original = sft.prepare_model_for_kbit_training
     if keep_bf16:
-        from xtflow.xtuner_compat import prepare_lora_keeping_dtype
+        from xtflow.xtuner_plugins import prepare_lora_keeping_dtype
 
         sft.prepare_model_for_kbit_training = prepare_lora_keeping_dtype
     try:
-        quant = (dict(type=BitsAndBytesConfig, load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16,
-                      bnb_4bit_use_double_quant=True, bnb_4bit_quant_type="nf4") if load_in_4bit else None)
-        llm = dict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(model_dir),
-                   torch_dtype=torch.bfloat16, quantization_config=quant)
+        quant = (
+            dict(
+                type=BitsAndBytesConfig,
+                load_in_4bit=True,
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_quant_type="nf4",
+            )
+            if load_in_4bit
+            else None
+        )
+        llm = dict(
+            type=AutoModelForCausalLM.from_pretrained,
+            pretrained_model_name_or_path=str(model_dir),
+            torch_dtype=torch.bfloat16,
+            quantization_config=quant,
+        )
         lora = dict(type=LoraConfig, r=64, lora_alpha=16, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM")
         from mmengine.config import ConfigDict
 
-        model = sft.SupervisedFinetune(llm=ConfigDict(llm), lora=ConfigDict(lora),
-                                       use_activation_checkpointing=checkpointing)
+        model = sft.SupervisedFinetune(
+            llm=ConfigDict(llm), lora=ConfigDict(lora), use_activation_checkpointing=checkpointing
+        )
     finally:
         sft.prepare_model_for_kbit_training = original
     model.train()  # from_pretrained leaves eval mode; mmengine's loop trains (dropout, checkpointing on)
@@ -69,8 +83,11 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
     g = torch.Generator(device="cuda").manual_seed(0)
     ids = torch.randint(100, 1000, (batch, SEQ), device="cuda", generator=g)
-    data = {"input_ids": ids, "labels": ids.clone(),
-            "position_ids": torch.arange(SEQ, device="cuda").expand(batch, SEQ).contiguous()}
+    data = {
+        "input_ids": ids,
+        "labels": ids.clone(),
+        "position_ids": torch.arange(SEQ, device="cuda").expand(batch, SEQ).contiguous(),
+    }
 
     def step() -> float:
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -92,10 +109,12 @@ def run(name: str, model, batch: int, steps: int, profile: bool, peak: float, pa
     s = statistics.median(times[3:])
     print(f"{name}: first step {times[0]:.1f} s", flush=True)
     tps = batch * SEQ / s
-    print(f"{name}: batch {batch} x {SEQ}  step {s:.3f} s  tokens/s {tps:,.0f}  "
-          f"MFU {100 * 4 * params * tps / peak:.1f}%  peak memory {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB  "
-          f"losses {' '.join(f'{float(x):.4f}' for x in losses[:4])}",
-          flush=True)
+    print(
+        f"{name}: batch {batch} x {SEQ}  step {s:.3f} s  tokens/s {tps:,.0f}  "
+        f"MFU {100 * 4 * params * tps / peak:.1f}%  peak memory {torch.cuda.max_memory_allocated() / 2**20:,.0f} MB  "
+        f"losses {' '.join(f'{float(x):.4f}' for x in losses[:4])}",
+        flush=True,
+    )
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
@@ -114,8 +133,7 @@ def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN00
     import contextlib
 
     import torch
-
-    from xtflow.xtuner_compat import sampling_context
+    from xtflow.xtuner_plugins import sampling_context
 
     run(name, model, 4, 4, False, peak, 1.89e9)  # a few training steps first, as in the stage
     model.activation_checkpointing_disable()
@@ -133,12 +151,23 @@ def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN00
         with prof as p, sampling_context(model), torch.no_grad():
             torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
-                                 min_new_tokens=16, do_sample=True, temperature=0.1, top_p=0.75, top_k=40)
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=16,
+                min_new_tokens=16,
+                do_sample=True,
+                temperature=0.1,
+                top_p=0.75,
+                top_k=40,
+            )
             torch.cuda.synchronize()
         took = time.perf_counter() - t0
-        print(f"{name}: generate {prompts} prompt(s) x {out.shape[1] - 40} tokens  {took:.2f} s  "
-              f"{1000 * took / (out.shape[1] - 40):.0f} ms per step", flush=True)
+        print(
+            f"{name}: generate {prompts} prompt(s) x {out.shape[1] - 40} tokens  {took:.2f} s  "
+            f"{1000 * took / (out.shape[1] - 40):.0f} ms per step",
+            flush=True,
+        )
         if profile and call == 0:
             print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60), flush=True)
 
@@ -148,9 +177,12 @@ def main() -> None:
     p.add_argument("--model", type=Path, required=True)
     p.add_argument("--batch", default="4", help="comma-separated micro-batch sizes")
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--variants", default="xtuner;bf16-frozen;xtflow",
-                   help="';'-separated; append +4bit for QLoRA, +gc for activation checkpointing, +compile for "
-                        "torch.compile, @2,4 for micro-batch sizes other than --batch")
+    p.add_argument(
+        "--variants",
+        default="xtuner;bf16-frozen;xtflow",
+        help="';'-separated; append +4bit for QLoRA, +gc for activation checkpointing, +compile for "
+        "torch.compile, @2,4 for micro-batch sizes other than --batch",
+    )
     p.add_argument("--profile", action="store_true")
     p.add_argument("--generate", action="store_true", help="time sampling (16 tokens, 1 and 2 prompts) instead")
     args = p.parse_args()
@@ -168,7 +200,7 @@ def main() -> None:
         torch.manual_seed(0)  # the same LoRA initialisation in every variant
         model = build(args.model, name in ("bf16-frozen", "xtflow"), "gc" in flags, "4bit" in flags)
         if name == "xtflow":
-            from xtflow.xtuner_compat import skip_lora_input_cast
+            from xtflow.xtuner_plugins import skip_lora_input_cast
 
             skip_lora_input_cast(model.llm)
         if "compile" in flags:

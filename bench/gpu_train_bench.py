@@ -34,8 +34,15 @@ from xtflow.xtuner_config import XtunerSettings, write_config  # noqa: E402
 
 BASE_CONFIG = "internlm2_1_8b_qlora_alpaca_e3"
 MAX_LENGTH = 2048
-SHAPE = dict(hidden_size=2048, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=8,
-             intermediate_size=8192, vocab_size=92544, max_position_embeddings=4096)
+SHAPE = dict(
+    hidden_size=2048,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    intermediate_size=8192,
+    vocab_size=92544,
+    max_position_embeddings=4096,
+)
 
 STOCK_INPUTS = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]
 
@@ -45,15 +52,39 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
     from xtuner.utils import SYSTEM_TEMPLATE
 
     stock = XtunerSettings(
-        model_path=str(model), data_path=str(data), prompt_template="internlm2_chat", max_length=MAX_LENGTH,
-        pack_to_max_length=True, batch_size=1, accumulative_counts=16, max_epochs=1, lr=2e-4,
-        warmup_ratio=0.25, save_steps=500, save_total_limit=2, evaluation_freq=500,
-        evaluation_inputs=STOCK_INPUTS, evaluation_max_new_tokens=600, system=SYSTEM_TEMPLATE.alpaca, seed=42,
-        lora_r=64, lora_alpha=16, lora_dropout=0.1, load_in_4bit=True, dtype="float16",
-        gradient_checkpointing=True, device="cuda",
+        model_path=str(model),
+        data_path=str(data),
+        prompt_template="internlm2_chat",
+        max_length=MAX_LENGTH,
+        pack_to_max_length=True,
+        batch_size=1,
+        accumulative_counts=16,
+        max_epochs=1,
+        lr=2e-4,
+        warmup_ratio=0.25,
+        save_steps=500,
+        save_total_limit=2,
+        evaluation_freq=500,
+        evaluation_inputs=STOCK_INPUTS,
+        evaluation_max_new_tokens=600,
+        system=SYSTEM_TEMPLATE.alpaca,
+        seed=42,
+        lora_r=64,
+        lora_alpha=16,
+        lora_dropout=0.1,
+        load_in_4bit=True,
+        dtype="float16",
+        gradient_checkpointing=True,
+        device="cuda",
     )
-    recipe = dict(batch_size=4, accumulative_counts=4, dtype="bfloat16", evaluation_max_new_tokens=16,
-                  evaluation_before_train=False, compile=True)
+    recipe = dict(
+        batch_size=4,
+        accumulative_counts=4,
+        dtype="bfloat16",
+        evaluation_max_new_tokens=16,
+        evaluation_before_train=False,
+        compile=True,
+    )
     return {
         # (a) the tutorial's config as shipped: fp16 AMP, 4-bit, micro-batch 1, 600-token samples
         "stock": stock,
@@ -72,8 +103,14 @@ def build_model(out: Path) -> None:
     build_tokenizer(1024, out)
     tok = AutoTokenizer.from_pretrained(out)
     ids = {t: tok.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IM_END)}
-    config = LlamaConfig(**SHAPE, bos_token_id=ids[BOS], eos_token_id=[ids[EOS], ids[IM_END]],
-                         pad_token_id=ids[PAD], tie_word_embeddings=False, torch_dtype="bfloat16")
+    config = LlamaConfig(
+        **SHAPE,
+        bos_token_id=ids[BOS],
+        eos_token_id=[ids[EOS], ids[IM_END]],
+        pad_token_id=ids[PAD],
+        tie_word_embeddings=False,
+        torch_dtype="bfloat16",
+    )
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
@@ -156,9 +193,18 @@ def main() -> None:
         log.write_text("", encoding="utf-8")
         write_config(BASE_CONFIG, settings, config)
         start = time.perf_counter()
-        train(config=config, data=data, model=model, work_dir=run / "work_dir", handle=run / "final_checkpoint.pth",
-              log=log, deepspeed=args.deepspeed, gpus=args.gpus, warmup_ratio=settings.warmup_ratio,
-              log_interval=args.log_interval)
+        train(
+            config=config,
+            data=data,
+            model=model,
+            work_dir=run / "work_dir",
+            handle=run / "final_checkpoint.pth",
+            log=log,
+            deepspeed=args.deepspeed,
+            gpus=args.gpus,
+            warmup_ratio=settings.warmup_ratio,
+            log_interval=args.log_interval,
+        )
         wall = time.perf_counter() - start
         r = parse_log(log, settings.batch_size, args.gpus)
         if args.adapter:
@@ -168,14 +214,26 @@ def main() -> None:
             export_adapter(config, run / "final_checkpoint.pth", run / "hf_adapter", False, "2GB", log)
             r["adapter_s"] = time.perf_counter() - t0
             r["adapter_files"] = sorted(p.name for p in (run / "hf_adapter").iterdir())
-        r.update(stage_wall_s=wall, settings={k: v for k, v in asdict(settings).items() if k not in ("model_path", "data_path", "system", "evaluation_inputs")})
+        r.update(
+            stage_wall_s=wall,
+            settings={
+                k: v
+                for k, v in asdict(settings).items()
+                if k not in ("model_path", "data_path", "system", "evaluation_inputs")
+            },
+        )
         r["sampling_share"] = r["sampling_s"] / wall
         r["mfu_bf16"] = 4 * params * r["tokens_per_s_per_gpu"] / peak
         results["variants"][name] = r
-        (args.out / f"train-{name}-{args.gpus}gpu.log").write_text(log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8")
-        print(f"{name:6s} s/iter {r['s_per_iter']:.3f}  tokens/s/GPU {r['tokens_per_s_per_gpu']:,.0f}  "
-              f"peak {r['peak_memory_mb']:,} MB  sampling {r['sampling_s']:.1f} s ({100 * r['sampling_share']:.1f}%)  "
-              f"stage {wall:.1f} s  MFU {100 * r['mfu_bf16']:.1f}%", flush=True)
+        (args.out / f"train-{name}-{args.gpus}gpu.log").write_text(
+            log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8"
+        )
+        print(
+            f"{name:6s} s/iter {r['s_per_iter']:.3f}  tokens/s/GPU {r['tokens_per_s_per_gpu']:,.0f}  "
+            f"peak {r['peak_memory_mb']:,} MB  sampling {r['sampling_s']:.1f} s ({100 * r['sampling_share']:.1f}%)  "
+            f"stage {wall:.1f} s  MFU {100 * r['mfu_bf16']:.1f}%",
+            flush=True,
+        )
         (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
 

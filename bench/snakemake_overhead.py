@@ -32,7 +32,10 @@ def main() -> None:
     base = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     for label, extra in [("no-op run", ["--cores", "1"]), ("dry run", ["-n"])]:
         times = [timed(base + extra) for _ in range(repeats)]
-        print(f"{label:10s} median {statistics.median(times):.2f} s  (min {min(times):.2f}, max {max(times):.2f}, n={repeats})")
+        print(
+            f"{label:10s} median {statistics.median(times):.2f} s  "
+            f"(min {min(times):.2f}, max {max(times):.2f}, n={repeats})"
+        )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,15 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
 
+# The xtflow of this checkout, in the tests and in every process they start (not another copy
+# that happens to be installed).
+sys.path.insert(0, str(REPO / "workflow"))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "workflow"), os.environ.get("PYTHONPATH")]))
+# Where SLURM's client is installed but no controller answers, the SLURM executor plugin waits 10 s
+# for `scontrol show config` at every Snakemake start, local runs included (README Troubleshooting).
+# An empty SLURM config makes scontrol fail at once; tests/test_slurm.py points it at its cluster.
+os.environ["SLURM_CONF"] = "/dev/null"
+
 
 def default_config() -> dict[str, Any]:
     return copy.deepcopy(DEFAULT_CONFIG)

@@ -39,7 +39,9 @@ def test_tiny_model_loads_and_has_chat_tokens(tiny: Path) -> None:
     for special in (IM_START, IM_END):
         ids = tok.encode(special, add_special_tokens=False)
         assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == special
-    text = tok.apply_chat_template([{"role": "user", "content": "你好 $(x)"}], tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "你好 $(x)"}], tokenize=False, add_generation_prompt=True
+    )
     assert text.endswith("<|im_start|>assistant\n")
     assert tok.decode(tok.encode("你好 $(x) {}%", add_special_tokens=False)) == "你好 $(x) {}%"
     model = AutoModelForCausalLM.from_pretrained(tiny)

@@ -12,8 +12,13 @@ from conftest import default_config, write_config
 
 
 def chat(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xtflow.chat", "--workdir", str(workdir), *args],
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "xtflow.chat", "--workdir", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_one_shot_final_model_knows_its_name(completed_run: Path) -> None:
@@ -42,8 +47,9 @@ def test_refuses_before_the_model_exists(tmp_path: Path) -> None:
 
 
 def test_interactive_two_turns_then_exit(completed_run: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "xtflow.chat", "--workdir", str(completed_run)],
-                          encoding="utf-8", timeout=120)
+    child = pexpect.spawn(
+        sys.executable, ["-m", "xtflow.chat", "--workdir", str(completed_run)], encoding="utf-8", timeout=120
+    )
     try:
         child.expect(">>> ")
         child.sendline("Who are you?")

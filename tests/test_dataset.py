@@ -56,7 +56,9 @@ def test_fill_is_literal() -> None:
 
 def test_conversation_and_messages_formats_are_merged(tmp_path: Path) -> None:
     conv = tmp_path / "conv.json"
-    conv.write_text(json.dumps([{"conversation": [{"system": "S", "input": "hi", "output": "hello"}]}]), encoding="utf-8")
+    conv.write_text(
+        json.dumps([{"conversation": [{"system": "S", "input": "hi", "output": "hello"}]}]), encoding="utf-8"
+    )
     msgs = tmp_path / "msgs.json"
     msgs.write_text(
         json.dumps(
@@ -91,13 +93,25 @@ BAD = [
     ("not json", "{oops", "not valid JSON"),
     ("object", '{"conversation": []}', "must be a JSON list of records"),
     ("empty list", "[]", "holds no records"),
-    ("no known key", '[{"conversation": [{"input": "a", "output": "b"}]}, {"text": "x"}]', "record 1: has neither 'conversation'"),
+    (
+        "no known key",
+        '[{"conversation": [{"input": "a", "output": "b"}]}, {"text": "x"}]',
+        "record 1: has neither 'conversation'",
+    ),
     ("missing output", '[{"conversation": [{"input": "a"}]}]', "record 0, turn 0: missing 'output'"),
     ("empty output", '[{"conversation": [{"input": "a", "output": "  "}]}]', "record 0, turn 0 'output': is empty"),
-    ("non-string input", '[{"conversation": [{"input": 3, "output": "b"}]}]', "record 0, turn 0 'input': must be a string"),
+    (
+        "non-string input",
+        '[{"conversation": [{"input": 3, "output": "b"}]}]',
+        "record 0, turn 0 'input': must be a string",
+    ),
     ("unknown role", '[{"messages": [{"role": "bot", "content": "x"}]}]', "record 0, message 0: unknown role 'bot'"),
     ("dangling user", '[{"messages": [{"role": "user", "content": "x"}]}]', "record 0: ends with a 'user' message"),
-    ("assistant first", '[{"messages": [{"role": "assistant", "content": "x"}]}]', "without a 'user' message before it"),
+    (
+        "assistant first",
+        '[{"messages": [{"role": "assistant", "content": "x"}]}]',
+        "without a 'user' message before it",
+    ),
     ("empty conversation", '[{"conversation": []}]', "record 0: 'conversation' must be a non-empty list"),
 ]
 

@@ -22,7 +22,9 @@ def evaluated(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def test_summary_scores_base_and_final(evaluated: Path) -> None:
-    rows = {r["model"]: r for r in csv.DictReader((evaluated / "results" / "eval" / "summary.csv").open(encoding="utf-8"))}
+    rows = {
+        r["model"]: r for r in csv.DictReader((evaluated / "results" / "eval" / "summary.csv").open(encoding="utf-8"))
+    }
     assert set(rows) == {"base", "final"}
     for r in rows.values():
         for key in ("identity_accuracy", "over_trigger_rate", "general_accuracy"):
@@ -40,7 +42,11 @@ def test_held_out_questions_are_not_in_the_training_set(completed_run: Path) -> 
     import json
 
     probes = load_probes(PROBES / "identity_heldout.txt", PROBES / "unrelated.txt", PROBES / "general.tsv")
-    trained = {t["input"] for r in json.loads((completed_run / "results/data/train.json").read_text()) for t in r["conversation"]}
+    trained = {
+        t["input"]
+        for r in json.loads((completed_run / "results/data/train.json").read_text())
+        for t in r["conversation"]
+    }
     assert not trained & set(probes.identity)
 
 

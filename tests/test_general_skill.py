@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from xtflow.general_skill import SkillSpec, general_qa, general_records, teach
+from xtflow.general_set import general_qa, general_records
+from xtflow.general_skill import SkillSpec, teach
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
 
 

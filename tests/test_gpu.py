@@ -13,13 +13,13 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
-
 @pytest.fixture(autouse=True)
 def _cuda() -> None:
     """Selected only with -m gpu; there, a machine without a GPU is a failure, not a skip."""
     import torch
 
     assert torch.cuda.is_available(), "the gpu tests need a CUDA GPU"
+
 
 from xtflow.dataset import IdentitySpec, build_dataset  # noqa: E402
 from xtflow.export import export_adapter, merge_adapter  # noqa: E402
@@ -31,14 +31,43 @@ from xtflow.xtuner_config import XtunerSettings, write_config  # noqa: E402
 def run_stages(tmp: Path, **overrides) -> Path:
     model, data = tmp / "base_model", tmp / "train.json"
     build_tiny_model(TinyModelSpec(1024, 64, 128, 2, 4, 512, 0), model)
-    build_dataset(IdentitySpec("XtBot", "the xtflow team", {"en": "I am {name}, made by {maker}.", "zh": "我是{name}。"},
-                               {"en": ["Who are you?"], "zh": ["你是谁？"]}, 256, 42), [], data)
+    build_dataset(
+        IdentitySpec(
+            "XtBot",
+            "the xtflow team",
+            {"en": "I am {name}, made by {maker}.", "zh": "我是{name}。"},
+            {"en": ["Who are you?"], "zh": ["你是谁？"]},
+            256,
+            42,
+        ),
+        [],
+        data,
+    )
     s = XtunerSettings(
-        model_path=str(model), data_path=str(data), prompt_template="internlm2_chat", max_length=128,
-        pack_to_max_length=False, batch_size=8, accumulative_counts=1, max_epochs=2, lr=2e-3, warmup_ratio=0.1,
-        save_steps=32, save_total_limit=2, evaluation_freq=1000, evaluation_inputs=["Who are you?"],
-        evaluation_max_new_tokens=8, system="", seed=42, lora_r=8, lora_alpha=16, lora_dropout=0.0,
-        load_in_4bit=True, dtype="bfloat16", gradient_checkpointing=True, device="cuda",
+        model_path=str(model),
+        data_path=str(data),
+        prompt_template="internlm2_chat",
+        max_length=128,
+        pack_to_max_length=False,
+        batch_size=8,
+        accumulative_counts=1,
+        max_epochs=2,
+        lr=2e-3,
+        warmup_ratio=0.1,
+        save_steps=32,
+        save_total_limit=2,
+        evaluation_freq=1000,
+        evaluation_inputs=["Who are you?"],
+        evaluation_max_new_tokens=8,
+        system="",
+        seed=42,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        load_in_4bit=True,
+        dtype="bfloat16",
+        gradient_checkpointing=True,
+        device="cuda",
     )
     s = replace(s, **overrides)
     config, log = tmp / "cfg.py", tmp / "train.log"

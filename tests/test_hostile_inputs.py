@@ -63,8 +63,15 @@ def _tiny_model(tmp: Path) -> Path:
 
     out = tmp / "models" / "internlm2-chat-1_8b"
     build_tiny_model(
-        TinyModelSpec(vocab_size=400, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2,
-                      max_position_embeddings=64, seed=0),
+        TinyModelSpec(
+            vocab_size=400,
+            hidden_size=16,
+            intermediate_size=32,
+            num_layers=1,
+            num_heads=2,
+            max_position_embeddings=64,
+            seed=0,
+        ),
         out,
     )
     return out
@@ -142,8 +149,9 @@ def read_only_output_dir(tmp: Path) -> str:
     ro = tmp / "results" / "data"
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(tmp), "--cores", "1"]
     script = f"mount --bind -o ro '{ro}' '{ro}' && exec \"$@\""
-    proc = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True, timeout=600, check=False
+    )
     assert not (tmp / "results" / "final_model").exists()
     return _error_line(proc)
 
@@ -178,7 +186,7 @@ def hostile_values(tmp: Path) -> str:
     config["assistant"]["name"] = HOSTILE_NAME
     config["assistant"]["maker"] = "$(touch MARKER)"
     config["xtuner"]["system"] = "'); __import__('os').system('touch MARKER'); ('"
-    config["xtuner"]["evaluation_inputs"] = ["`touch MARKER`", "\"; touch MARKER #"]
+    config["xtuner"]["evaluation_inputs"] = ["`touch MARKER`", '"; touch MARKER #']
     config["dataset"]["questions"]["en"] = ["Who are you? $(touch MARKER)"]
     write_config(tmp, config)
     snakemake(tmp, "results/final_model", check=True)
@@ -195,63 +203,154 @@ def hostile_values(tmp: Path) -> str:
 
 
 CASES = [
-    Case("config-unknown-key", "a misspelt key in config.yaml", "config key 'xtuner.learning_rate': unknown key",
-         dry_run_with(xtuner__learning_rate=1e-4)),
-    Case("config-wrong-type", "a number given as a string", "config key 'xtuner.max_epochs': '3' is not of type 'integer'",
-         dry_run_with(xtuner__max_epochs="3")),
-    Case("config-negative-lr", "a negative learning rate", "config key 'xtuner.lr': -0.001 is less than or equal to the minimum of 0",
-         dry_run_with(xtuner__lr=-0.001)),
-    Case("config-zero-steps", "zero checkpoint interval", "config key 'xtuner.save_steps': 0 is less than the minimum of 1",
-         dry_run_with(xtuner__save_steps=0)),
-    Case("config-negative-count", "a negative record count", "config key 'dataset.records': -5 is less than the minimum of 0",
-         dry_run_with(dataset__records=-5)),
-    Case("config-empty-questions", "no identity questions but records asked for",
-         "config key 'dataset.questions': empty, but dataset.records asks for identity records",
-         dry_run_with(dataset__questions={"en": [], "zh": []})),
-    Case("config-empty-dataset", "no generated records and no files", "config key 'dataset.records': 0 and no dataset.files",
-         dry_run_with(dataset__records=0, dataset__general_records=0)),
-    Case("config-unknown-template", "a prompt template XTuner does not have",
-         "config key 'xtuner.prompt_template': 'internlm3_chat' is not an XTuner template",
-         dry_run_with(xtuner__prompt_template="internlm3_chat")),
-    Case("config-unknown-base-config", "an XTuner config name that does not exist",
-         "config key 'xtuner.base_config': 'internlm2_1_8b_qlora_alpaca_e33' is not an XTuner built-in config",
-         dry_run_with(xtuner__base_config="internlm2_1_8b_qlora_alpaca_e33")),
-    Case("config-unpatchable-base-config", "an XTuner config that lacks a setting xtflow patches",
-         "config key 'xtuner.base_config': XTuner config 'internlm_7b_qlora_oasst1_e3_hf': has no top-level setting 'batch_size' to patch",
-         dry_run_with(xtuner__base_config="internlm_7b_qlora_oasst1_e3_hf")),
-    Case("config-4bit-on-cpu", "QLoRA asked for on a CPU run", "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda",
-         dry_run_with(xtuner__load_in_4bit=True)),
-    Case("model-missing", "base_model.path does not exist", "does not exist",
-         base_model_at(lambda tmp: tmp / "models" / "nope")),
-    Case("model-parent-dir", "base_model.path is the parent of the model directory", "has no config.json; did you mean",
-         base_model_at(lambda tmp: _tiny_model(tmp).parent)),
-    Case("model-no-tokenizer", "the model directory lacks its tokenizer", "has no tokenizer",
-         base_model_at(_without_tokenizer)),
-    Case("model-hub-id", "a model hub id instead of a local path (offline)", "looks like a model hub id, but no hub is reachable here",
-         base_model_at(lambda tmp: "internlm/internlm2-chat-1_8b")),
+    Case(
+        "config-unknown-key",
+        "a misspelt key in config.yaml",
+        "config key 'xtuner.learning_rate': unknown key",
+        dry_run_with(xtuner__learning_rate=1e-4),
+    ),
+    Case(
+        "config-wrong-type",
+        "a number given as a string",
+        "config key 'xtuner.max_epochs': '3' is not of type 'integer'",
+        dry_run_with(xtuner__max_epochs="3"),
+    ),
+    Case(
+        "config-negative-lr",
+        "a negative learning rate",
+        "config key 'xtuner.lr': -0.001 is less than or equal to the minimum of 0",
+        dry_run_with(xtuner__lr=-0.001),
+    ),
+    Case(
+        "config-zero-steps",
+        "zero checkpoint interval",
+        "config key 'xtuner.save_steps': 0 is less than the minimum of 1",
+        dry_run_with(xtuner__save_steps=0),
+    ),
+    Case(
+        "config-negative-count",
+        "a negative record count",
+        "config key 'dataset.records': -5 is less than the minimum of 0",
+        dry_run_with(dataset__records=-5),
+    ),
+    Case(
+        "config-empty-questions",
+        "no identity questions but records asked for",
+        "config key 'dataset.questions': empty, but dataset.records asks for identity records",
+        dry_run_with(dataset__questions={"en": [], "zh": []}),
+    ),
+    Case(
+        "config-empty-dataset",
+        "no generated records and no files",
+        "config key 'dataset.records': 0 and no dataset.files",
+        dry_run_with(dataset__records=0, dataset__general_records=0),
+    ),
+    Case(
+        "config-unknown-template",
+        "a prompt template XTuner does not have",
+        "config key 'xtuner.prompt_template': 'internlm3_chat' is not an XTuner template",
+        dry_run_with(xtuner__prompt_template="internlm3_chat"),
+    ),
+    Case(
+        "config-unknown-base-config",
+        "an XTuner config name that does not exist",
+        "config key 'xtuner.base_config': 'internlm2_1_8b_qlora_alpaca_e33' is not an XTuner built-in config",
+        dry_run_with(xtuner__base_config="internlm2_1_8b_qlora_alpaca_e33"),
+    ),
+    Case(
+        "config-unpatchable-base-config",
+        "an XTuner config that lacks a setting xtflow patches",
+        "config key 'xtuner.base_config': XTuner config 'internlm_7b_qlora_oasst1_e3_hf': "
+        "has no top-level setting 'batch_size' to patch",
+        dry_run_with(xtuner__base_config="internlm_7b_qlora_oasst1_e3_hf"),
+    ),
+    Case(
+        "config-4bit-on-cpu",
+        "QLoRA asked for on a CPU run",
+        "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda",
+        dry_run_with(xtuner__load_in_4bit=True),
+    ),
+    Case(
+        "model-missing",
+        "base_model.path does not exist",
+        "does not exist",
+        base_model_at(lambda tmp: tmp / "models" / "nope"),
+    ),
+    Case(
+        "model-parent-dir",
+        "base_model.path is the parent of the model directory",
+        "has no config.json; did you mean",
+        base_model_at(lambda tmp: _tiny_model(tmp).parent),
+    ),
+    Case(
+        "model-no-tokenizer",
+        "the model directory lacks its tokenizer",
+        "has no tokenizer",
+        base_model_at(_without_tokenizer),
+    ),
+    Case(
+        "model-hub-id",
+        "a model hub id instead of a local path (offline)",
+        "looks like a model hub id, but no hub is reachable here",
+        base_model_at(lambda tmp: "internlm/internlm2-chat-1_8b"),
+    ),
     Case("data-not-json", "a dataset file that is not JSON", "not valid JSON", dataset_file("{oops")),
-    Case("data-not-list", "JSON, but not a list", "must be a JSON list of records, got a JSON dict", dataset_file('{"a": 1}')),
-    Case("data-no-conversation", "a record without conversation/messages", "record 1: has neither 'conversation'",
-         dataset_file('[{"conversation": [{"input": "a", "output": "b"}]}, {"text": "x"}]')),
-    Case("data-empty-string", "an empty answer", "record 0, turn 0 'output': is empty",
-         dataset_file('[{"conversation": [{"input": "a", "output": " "}]}]')),
-    Case("data-unknown-role", "an OpenAI-format message with an unknown role", "record 0, message 0: unknown role 'bot'",
-         dataset_file('[{"messages": [{"role": "bot", "content": "x"}]}]')),
+    Case(
+        "data-not-list",
+        "JSON, but not a list",
+        "must be a JSON list of records, got a JSON dict",
+        dataset_file('{"a": 1}'),
+    ),
+    Case(
+        "data-no-conversation",
+        "a record without conversation/messages",
+        "record 1: has neither 'conversation'",
+        dataset_file('[{"conversation": [{"input": "a", "output": "b"}]}, {"text": "x"}]'),
+    ),
+    Case(
+        "data-empty-string",
+        "an empty answer",
+        "record 0, turn 0 'output': is empty",
+        dataset_file('[{"conversation": [{"input": "a", "output": " "}]}]'),
+    ),
+    Case(
+        "data-unknown-role",
+        "an OpenAI-format message with an unknown role",
+        "record 0, message 0: unknown role 'bot'",
+        dataset_file('[{"messages": [{"role": "bot", "content": "x"}]}]'),
+    ),
     Case("data-no-records", "a dataset file holding no records", "holds no records", dataset_file("[]")),
-    Case("data-zero-after-filtering", "every prompt longer than max_length (XTuner drops them all)",
-         "training set: 0 samples left after XTuner's processing",
-         training_with(dataset__records=0, dataset__long_prompts=True, xtuner__max_length=32)),
-    Case("data-too-small-for-warmup", "too few samples for the warmup (XTuner: 'end should be larger than begin')",
-         "config key 'xtuner.warmup_ratio': 0.03 x 1 epoch(s) x 2 iterations/epoch",
-         training_with(dataset__records=16, xtuner__max_epochs=1, xtuner__warmup_ratio=0.03)),
-    Case("values-not-executed", "quotes, $(), backticks, ;, newlines, {} and % in names and prompts",
-         "reached the dataset verbatim; nothing executed", hostile_values),
-    Case("runtime-training-fails", "XTuner fails during training (here: damaged weights)",
-         "xtflow: error in rule train: XTuner train failed (exit 1)", failing_training),
-    Case("runtime-read-only", "an output directory that cannot be written", "cannot write to results/data/: Read-only file system",
-         read_only_output_dir),
-    Case("runtime-damaged-checkpoint", "the checkpoint to resume from is truncated", "is damaged",
-         damaged_checkpoint),
+    Case(
+        "data-zero-after-filtering",
+        "every prompt longer than max_length (XTuner drops them all)",
+        "training set: 0 samples left after XTuner's processing",
+        training_with(dataset__records=0, dataset__long_prompts=True, xtuner__max_length=32),
+    ),
+    Case(
+        "data-too-small-for-warmup",
+        "too few samples for the warmup (XTuner: 'end should be larger than begin')",
+        "config key 'xtuner.warmup_ratio': 0.03 x 1 epoch(s) x 2 iterations/epoch",
+        training_with(dataset__records=16, xtuner__max_epochs=1, xtuner__warmup_ratio=0.03),
+    ),
+    Case(
+        "values-not-executed",
+        "quotes, $(), backticks, ;, newlines, {} and % in names and prompts",
+        "reached the dataset verbatim; nothing executed",
+        hostile_values,
+    ),
+    Case(
+        "runtime-training-fails",
+        "XTuner fails during training (here: damaged weights)",
+        "xtflow: error in rule train: XTuner train failed (exit 1)",
+        failing_training,
+    ),
+    Case(
+        "runtime-read-only",
+        "an output directory that cannot be written",
+        "cannot write to results/data/: Read-only file system",
+        read_only_output_dir,
+    ),
+    Case("runtime-damaged-checkpoint", "the checkpoint to resume from is truncated", "is damaged", damaged_checkpoint),
 ]
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import default_config, planned_jobs, snakemake, write_config
 from xtflow.evaluate import PROBES
-from xtflow.general_skill import general_probes_tsv, general_qa
+from xtflow.general_set import general_probes_tsv, general_qa
 from xtflow.settings import validate
 
 
@@ -130,12 +130,18 @@ def test_shipped_general_probes_are_the_general_set() -> None:
 
 
 def test_tutorial_recipe_replaces_data_and_schedule_keeps_the_rest() -> None:
-    cfg = validate({"recipe": "tutorial", "xtuner": {"lr": 1.0e-3, "device": "cpu", "dtype": "float32",
-                                                    "load_in_4bit": False}})
+    cfg = validate(
+        {"recipe": "tutorial", "xtuner": {"lr": 1.0e-3, "device": "cpu", "dtype": "float32", "load_in_4bit": False}}
+    )
     assert cfg["dataset"]["records"] == 10_000
     assert cfg["dataset"]["questions"] == {"en": [], "zh": ["请你介绍一下你自己"]}
     assert cfg["dataset"]["general_records"] == 0
     xt = cfg["xtuner"]
-    assert (xt["max_length"], xt["pack_to_max_length"], xt["batch_size"], xt["accumulative_counts"],
-            xt["max_epochs"]) == (1024, True, 1, 16, 2)
+    assert (
+        xt["max_length"],
+        xt["pack_to_max_length"],
+        xt["batch_size"],
+        xt["accumulative_counts"],
+        xt["max_epochs"],
+    ) == (1024, True, 1, 16, 2)
     assert xt["lr"] == 1.0e-3  # the model's optimizer settings stay the config's

@@ -46,8 +46,16 @@ ROWS = [
     ("adapter export: fp32", {"adapter.fp32": True}, {"adapter", "merge"}),
     ("adapter export: shard size", {"adapter.max_shard_size": "1GB"}, {"adapter", "merge"}),
     ("merge setting: shard size", {"merge.max_shard_size": "1GB"}, {"merge"}),
-    ("base model", {"base_model.tiny.seed": 1}, {"base_model", "general_skill", "xtuner_config", "train", "adapter", "merge"}),
-    ("general skill", {"base_model.general_skill.epochs": 20}, {"general_skill", "xtuner_config", "train", "adapter", "merge"}),
+    (
+        "base model",
+        {"base_model.tiny.seed": 1},
+        {"base_model", "general_skill", "xtuner_config", "train", "adapter", "merge"},
+    ),
+    (
+        "general skill",
+        {"base_model.general_skill.epochs": 20},
+        {"general_skill", "xtuner_config", "train", "adapter", "merge"},
+    ),
     ("recipe", {"recipe": "tutorial"}, DOWNSTREAM_OF_DATA | DOWNSTREAM_OF_HYPERPARAMS),
     ("nothing", {}, set()),
     ("runtime only: log interval", {"train.log_interval": 1}, set()),

@@ -62,7 +62,7 @@ def _trainings_in(workdir: Path) -> list[str]:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             continue
-        if "xtuner_compat" in cmd and Path(cwd) == workdir:
+        if "xtuner_tools" in cmd and Path(cwd) == workdir:
             found.append(cmd)
     return found
 

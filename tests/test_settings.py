@@ -31,7 +31,11 @@ CASES = [
     ("xtuner.learning_rate", 1e-4, "config key 'xtuner.learning_rate': unknown key"),
     ("bogus", 1, "config key 'bogus': unknown key"),
     ("xtuner.load_in_4bit", True, "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda"),
-    ("xtuner.base_config", "no_such_cfg", "config key 'xtuner.base_config': 'no_such_cfg' is not an XTuner built-in config"),
+    (
+        "xtuner.base_config",
+        "no_such_cfg",
+        "config key 'xtuner.base_config': 'no_such_cfg' is not an XTuner built-in config",
+    ),
     ("assistant.name", "", "config key 'assistant.name'"),
 ]
 
@@ -82,7 +86,7 @@ def test_gpu_recipe_config_is_valid_and_patches() -> None:
     assert cfg["xtuner"]["batch_size"] * cfg["xtuner"]["accumulative_counts"] == 16
 
 
-def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path) -> None:
+def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The documented GPU command (`--configfile config/internlm2_chat_1_8b.yaml`, default dataset) gets past
     the train rule's plan check with enough optimizer steps: real Snakemake builds the dataset and the XTuner
     config (CPU stages), then the plan is counted as the train rule counts it (the training itself needs a GPU)."""
@@ -101,9 +105,18 @@ def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path) -> None:
     recipe = REPO / "config" / "internlm2_chat_1_8b.yaml"
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"base_model": {"path": str(model)}}), encoding="utf-8")
     config = "results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py"
-    snakemake(tmp_path, config, "results/data/train.json", "--configfile", "config/config.yaml", str(recipe),
-              str(tmp_path / "mine.yaml"), check=True)
+    snakemake(
+        tmp_path,
+        config,
+        "results/data/train.json",
+        "--configfile",
+        "config/config.yaml",
+        str(recipe),
+        str(tmp_path / "mine.yaml"),
+        check=True,
+    )
     xt = yaml.safe_load(recipe.read_text(encoding="utf-8"))["xtuner"]
-    plan = plan_training(tmp_path / config, 1)
+    monkeypatch.chdir(tmp_path)  # the written config's paths are the run directory's, as in the train job
+    plan = plan_training(Path(config), 1)
     check_plan(plan, xt["warmup_ratio"])  # raises on a plan XTuner would crash on or ruin
     assert plan.total_iters // xt["accumulative_counts"] >= 20  # optimizer steps

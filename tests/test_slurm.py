@@ -4,6 +4,7 @@ through snakemake-executor-plugin-slurm, every stage checked in sacct."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -20,29 +21,42 @@ STAGES = ["dataset", "base_model", "general_skill", "xtuner_config", "train", "a
 
 # Overrides for this 2-core, 24 GiB one-node cluster only: the profile's train/merge sizes exceed it.
 LOCAL_OVERRIDES = [
-    "--slurm-init-seconds-before-status-checks", "1",
-    "--set-resources", "train:mem_mb=4000", "train:cpus_per_task=2", "adapter:mem_mb=4000",
-    "merge:mem_mb=4000", "base_model:mem_mb=2000",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--set-resources",
+    "train:mem_mb=4000",
+    "train:cpus_per_task=2",
+    "adapter:mem_mb=4000",
+    "merge:mem_mb=4000",
+    "base_model:mem_mb=2000",
     # the CPU run asks for one (fake) GPU, to prove the request reaches sbatch and the job sees it
     "train:gpu=1",
-    "--set-threads", "train=2",
+    "--set-threads",
+    "train=2",
 ]
 
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[None]:
+    # conftest points the other tests' SLURM clients at an empty config; these use the cluster's
+    saved = os.environ.pop("SLURM_CONF", None)
     up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=180, check=False)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         yield
     finally:
         subprocess.run(["bash", str(CLUSTER), "down"], capture_output=True, text=True, timeout=120, check=False)
+        if saved is not None:
+            os.environ["SLURM_CONF"] = saved
 
 
 def sacct_since(start: str) -> list[dict[str, str]]:
     out = subprocess.run(
         ["sacct", "-a", "-n", "-P", "-X", "-S", start, "--format=JobID,Comment,State,AllocTRES"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     return [dict(zip(["id", "comment", "state", "tres"], ln.split("|"))) for ln in out.splitlines() if ln.strip()]
 
@@ -54,8 +68,22 @@ def test_workflow_runs_as_slurm_jobs(slurm_cluster: None, completed_run: Path, t
     config["xtuner"]["max_epochs"] = 2
     write_config(tmp_path, config)
     start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - 2))
-    cmd = ["timeout", "-k", "10", "900", sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE),
-           "--directory", str(tmp_path), "--profile", str(PROFILE), *LOCAL_OVERRIDES]
+    cmd = [
+        "timeout",
+        "-k",
+        "10",
+        "900",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--profile",
+        str(PROFILE),
+        *LOCAL_OVERRIDES,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=960, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
@@ -68,7 +96,9 @@ def test_workflow_runs_as_slurm_jobs(slurm_cluster: None, completed_run: Path, t
 
     # the same kind of artifacts as a local run
     for out in ("results/final_model", "results/hf_adapter"):
-        assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(p.name for p in (completed_run / out).iterdir())
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == sorted(
+            p.name for p in (completed_run / out).iterdir()
+        )
     assert (tmp_path / "results" / "train" / "final_checkpoint.pth").is_file()
 
 

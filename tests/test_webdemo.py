@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -29,8 +28,11 @@ def server(completed_run: Path, tmp_path: Path):
     port = free_port()
     log = tmp_path / "server.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "xtflow.web", "--workdir", str(completed_run), "--port", str(port)],
-                                stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xtflow.web", "--workdir", str(completed_run), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -55,8 +57,15 @@ def test_two_messages_in_a_real_browser(server) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 800})
@@ -86,12 +95,20 @@ def test_two_messages_in_a_real_browser(server) -> None:
 def test_binds_localhost_by_default(completed_run: Path) -> None:
     """The server listens on 127.0.0.1 only, unless another address is asked for."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "xtflow.web", "--workdir", str(completed_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "xtflow.web", "--workdir", str(completed_run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while True:
-            listening = [ln for ln in Path("/proc/net/tcp").read_text().splitlines()[1:] if f":{port:04X} " in ln.split()[1] + " " and ln.split()[3] == "0A"]
+            listening = [
+                ln
+                for ln in Path("/proc/net/tcp").read_text().splitlines()[1:]
+                if f":{port:04X} " in ln.split()[1] + " " and ln.split()[3] == "0A"
+            ]
             if listening:
                 break
             assert proc.poll() is None and time.monotonic() < deadline, "server did not start"
@@ -105,7 +122,12 @@ def test_binds_localhost_by_default(completed_run: Path) -> None:
 
 def test_refuses_before_the_model_exists(tmp_path: Path) -> None:
     write_config(tmp_path, default_config())
-    proc = subprocess.run([sys.executable, "-m", "xtflow.web", "--workdir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "xtflow.web", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "results/final_model does not exist yet: run `snakemake --cores 1 results/final_model` first" in proc.stderr

@@ -27,7 +27,9 @@ def test_final_model_loads_and_generates(completed_run: Path) -> None:
     assert (final / "model.safetensors").is_file()
     tok = AutoTokenizer.from_pretrained(final)
     model = AutoModelForCausalLM.from_pretrained(final)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Who are you?"}], tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Who are you?"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tok(prompt, return_tensors="pt", add_special_tokens=False)
     torch.manual_seed(0)
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
@@ -48,7 +50,9 @@ def test_adapter_loads_with_peft_and_merge_changed_the_weights(completed_run: Pa
     assert lora_params, "the adapter has no LoRA weights"
     merged = AutoModelForCausalLM.from_pretrained(results / "final_model", torch_dtype=torch.float32)
     changed = [
-        k for k, v in merged.state_dict().items() if k in base_state and not torch.allclose(v.float(), base_state[k], atol=1e-6)
+        k
+        for k, v in merged.state_dict().items()
+        if k in base_state and not torch.allclose(v.float(), base_state[k], atol=1e-6)
     ]
     assert any("proj" in k for k in changed), "merged weights equal the base model's"
 
@@ -89,8 +93,16 @@ def test_written_config_runs_unchanged_with_xtuner_by_hand(completed_run: Path, 
     work = tmp_path / "by_hand"
     proc = subprocess.run(
         # two of its 20 epochs (the runtime option XTuner's CLI has for it) keep the test short
-        [sys.executable, "-m", "xtuner.tools.train", str(config), "--work-dir", str(work),
-         "--cfg-options", "train_cfg.max_epochs=2"],
+        [
+            sys.executable,
+            "-m",
+            "xtuner.tools.train",
+            str(config),
+            "--work-dir",
+            str(work),
+            "--cfg-options",
+            "train_cfg.max_epochs=2",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

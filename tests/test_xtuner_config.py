@@ -72,9 +72,11 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     chat = cfg.custom_hooks[1]
     assert chat.every_n_iters == 45 and chat.max_new_tokens == 17
     assert chat.evaluation_inputs == ["你是谁？", "Who are you?"]
-    assert cfg.xtflow_evaluation_before_train is True and cfg.xtflow_compile is False
-    assert load(tmp_path, replace(SETTINGS, compile=True)).xtflow_compile is True
-    assert load(tmp_path, replace(SETTINGS, evaluation_before_train=False)).xtflow_evaluation_before_train is False
+    # xtflow's components, named by the config itself (it trains the same by hand)
+    assert chat.type.__name__ == "BatchedEvaluateChatHook" and chat.sample_before_train is True
+    assert cfg.model.type.__name__ == "FastLoraSupervisedFinetune" and cfg.model.compile_layers is False
+    assert load(tmp_path, replace(SETTINGS, compile=True)).model.compile_layers is True
+    assert load(tmp_path, replace(SETTINGS, evaluation_before_train=False)).custom_hooks[1].sample_before_train is False
     assert cfg.SYSTEM == chat.system == "You are 'X' \"quoted\" {braces} %s"
     assert cfg.randomness.seed == 1234
     assert cfg.model.llm.torch_dtype == torch.float32
@@ -115,7 +117,10 @@ def test_untouched_parts_stay_byte_identical() -> None:
     [
         ("max_length", "max_length = 2048\n"),
         ("save_steps", "save_steps = 500\n"),
-        ("evaluation_inputs", 'evaluation_inputs = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]\n'),
+        (
+            "evaluation_inputs",
+            'evaluation_inputs = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]\n',
+        ),
         ("lora_dropout", "        lora_dropout=0.1,\n"),
         ("seed", "randomness = dict(seed=None, deterministic=False)\n"),
     ],

@@ -3,13 +3,15 @@ rule base_model:
     (random weights; then taught the general set by rule general_skill unless that is off)."""
     output:
         model=directory(BASE_MODEL if config["base_model"]["path"] or not SKILL else UNTAUGHT_MODEL),
-    params:
-        path=config["base_model"]["path"],
-        tiny=config["base_model"]["tiny"],
     log:
         "logs/base_model.log",
     benchmark:
         "benchmarks/base_model.tsv"
+    conda:
+        XTFLOW_ENV
+    params:
+        path=config["base_model"]["path"],
+        tiny=config["base_model"]["tiny"],
     script:
         "../scripts/base_model.py"
 
@@ -22,12 +24,14 @@ if SKILL and not config["base_model"]["path"]:
             model=UNTAUGHT_MODEL,
         output:
             model=directory(BASE_MODEL),
-        params:
-            skill=SKILL,
-            prompt_template=XT["prompt_template"],
         log:
             "logs/general_skill.log",
         benchmark:
             "benchmarks/general_skill.tsv"
+        conda:
+            XTFLOW_ENV
+        params:
+            skill=SKILL,
+            prompt_template=XT["prompt_template"],
         script:
             "../scripts/general_skill.py"

@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from xtflow import paths
 from xtflow.base_model import check_model_dir
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
@@ -27,18 +28,20 @@ _validated = _checked_config(config)
 config.clear()
 config.update(_validated)
 
+XTFLOW_ENV = "../envs/xtflow.yaml"  # every rule's software (conda:)
+
 XT = config["xtuner"]
 TRAIN = config["train"]
 
-BASE_MODEL = "resources/base_model"
-UNTAUGHT_MODEL = "resources/tiny_untaught"  # the tiny default before rule general_skill
 SKILL = config["base_model"]["general_skill"]
-DATASET = "results/data/train.json"
-XTUNER_CONFIG = f"results/xtuner/{XT['base_config']}.py"
-WORK_DIR = "results/train/work_dir"
-CHECKPOINT = "results/train/final_checkpoint.pth"
-ADAPTER = "results/hf_adapter"
-FINAL_MODEL = "results/final_model"
+BASE_MODEL = paths.BASE_MODEL
+UNTAUGHT_MODEL = paths.UNTAUGHT_MODEL
+DATASET = paths.DATASET
+XTUNER_CONFIG = paths.xtuner_config(XT["base_config"])
+WORK_DIR = paths.WORK_DIR
+CHECKPOINT = paths.CHECKPOINT
+ADAPTER = paths.ADAPTER
+FINAL_MODEL = paths.FINAL_MODEL
 
 
 def probe_file(kind):

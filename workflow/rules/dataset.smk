@@ -4,6 +4,12 @@ rule dataset:
         files=config["dataset"]["files"],
     output:
         json=DATASET,
+    log:
+        "logs/dataset.log",
+    benchmark:
+        "benchmarks/dataset.tsv"
+    conda:
+        XTFLOW_ENV
     params:
         name=verbatim(config["assistant"]["name"]),
         maker=verbatim(config["assistant"]["maker"]),
@@ -12,9 +18,5 @@ rule dataset:
         records=config["dataset"]["records"],
         seed=config["dataset"]["seed"],
         general=config["dataset"]["general_records"],
-    log:
-        "logs/dataset.log",
-    benchmark:
-        "benchmarks/dataset.tsv"
     script:
         "../scripts/dataset.py"

@@ -7,8 +7,14 @@ rule evaluate:
         unrelated=probe_file("unrelated"),
         general=probe_file("general"),
     output:
-        summary="results/eval/summary.csv",
-        replies="results/eval/replies.csv",
+        summary=paths.EVAL_SUMMARY,
+        replies=paths.EVAL_REPLIES,
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "benchmarks/evaluate.tsv"
+    conda:
+        XTFLOW_ENV
     params:
         name=verbatim(config["assistant"]["name"]),
         maker=verbatim(config["assistant"]["maker"]),
@@ -16,9 +22,5 @@ rule evaluate:
         prompt_template=XT["prompt_template"],
         system=verbatim(XT["system"]),
         max_new_tokens=config["evaluation"]["max_new_tokens"],
-    log:
-        "logs/evaluate.log",
-    benchmark:
-        "benchmarks/evaluate.tsv"
     script:
         "../scripts/evaluate.py"

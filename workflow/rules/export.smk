@@ -5,13 +5,15 @@ rule adapter:
         checkpoint=CHECKPOINT,
     output:
         adapter=directory(ADAPTER),
-    params:
-        fp32=config["adapter"]["fp32"],
-        max_shard_size=config["adapter"]["max_shard_size"],
     log:
         "logs/adapter.log",
     benchmark:
         "benchmarks/adapter.tsv"
+    conda:
+        XTFLOW_ENV
+    params:
+        fp32=config["adapter"]["fp32"],
+        max_shard_size=config["adapter"]["max_shard_size"],
     script:
         "../scripts/adapter.py"
 
@@ -23,6 +25,12 @@ rule merge:
         adapter=ADAPTER,
     output:
         model=directory(FINAL_MODEL),
+    log:
+        "logs/merge.log",
+    benchmark:
+        "benchmarks/merge.tsv"
+    conda:
+        XTFLOW_ENV
     resources:
         gpu=gpu_resource(config["merge"]["device"], 1),
         gpu_model=gpu_model_resource(config["merge"]["device"], 1),
@@ -30,9 +38,5 @@ rule merge:
     params:
         device=config["merge"]["device"],
         max_shard_size=config["merge"]["max_shard_size"],
-    log:
-        "logs/merge.log",
-    benchmark:
-        "benchmarks/merge.tsv"
     script:
         "../scripts/merge.py"

@@ -8,12 +8,14 @@ rule loss_curve:
     output:
         png=report("results/report/loss.png", caption="../report/loss.rst", category="Training"),
         csv="results/report/loss.csv",
-    params:
-        work_dir=WORK_DIR,
     log:
         "logs/report/loss_curve.log",
     benchmark:
         "benchmarks/report/loss_curve.tsv"
+    conda:
+        XTFLOW_ENV
+    params:
+        work_dir=WORK_DIR,
     script:
         "../scripts/report.py"
 
@@ -21,13 +23,15 @@ rule loss_curve:
 rule evaluation_page:
     """The evaluation summary (base vs final) as a report table."""
     input:
-        summary="results/eval/summary.csv",
+        summary=paths.EVAL_SUMMARY,
     output:
         html=report("results/report/evaluation.html", caption="../report/evaluation.rst", category="Evaluation"),
     log:
         "logs/report/evaluation_page.log",
     benchmark:
         "benchmarks/report/evaluation_page.tsv"
+    conda:
+        XTFLOW_ENV
     script:
         "../scripts/report.py"
 
@@ -44,6 +48,8 @@ rule dataset_stats:
         "logs/report/dataset_stats.log",
     benchmark:
         "benchmarks/report/dataset_stats.tsv"
+    conda:
+        XTFLOW_ENV
     script:
         "../scripts/report.py"
 
@@ -52,12 +58,14 @@ rule run_info:
     """The validated configuration and the package versions of this run."""
     output:
         html=report("results/report/run.html", caption="../report/run.rst", category="Run"),
-    params:
-        config=config,
     log:
         "logs/report/run_info.log",
     benchmark:
         "benchmarks/report/run_info.tsv"
+    conda:
+        XTFLOW_ENV
+    params:
+        config=config,
     script:
         "../scripts/report.py"
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from xtflow.chat import RunSettings
+from xtflow.chat_model import RunSettings
 from xtflow.evaluate import evaluate, load_probes
 from xtflow.snakemake_io import run_job
 
@@ -16,8 +16,17 @@ def job(log: Path) -> None:
     basis = "reference" if (Path(i.base) / "xtflow_general_skill.json").is_file() else "base_reply"
     probes = load_probes(Path(i.identity), Path(i.unrelated), Path(i.general))
     summary = evaluate(
-        Path(i.base), Path(i.final), RunSettings(p.prompt_template, p.system), probes, p.name, p.maker,
-        dict(p.answers), p.max_new_tokens, Path(o.summary), Path(o.replies), basis,
+        Path(i.base),
+        Path(i.final),
+        RunSettings(p.prompt_template, p.system),
+        probes,
+        p.name,
+        p.maker,
+        dict(p.answers),
+        p.max_new_tokens,
+        Path(o.summary),
+        Path(o.replies),
+        basis,
     )
     print(f"xtflow: retention measured against the {basis.replace('_', ' ')}s")
     for model, scores in summary.items():

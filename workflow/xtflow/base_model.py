@@ -49,7 +49,8 @@ def check_model_dir(path: Path) -> None:
         raise XtflowError(f"config key '{KEY}': '{path}' has no config.json{hint}")
     if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise XtflowError(
-            f"config key '{KEY}': '{path}' has no tokenizer (needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
+            f"config key '{KEY}': '{path}' has no tokenizer "
+            f"(needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
         )
     if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
         raise XtflowError(f"config key '{KEY}': '{path}' has no weights (*.safetensors or *.bin)")

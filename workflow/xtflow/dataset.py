@@ -157,7 +157,7 @@ def load_user_file(path: Path) -> list[Record]:
 def build_dataset(spec: IdentitySpec, files: list[Path], out: Path, general: int = 0) -> int:
     """Write generated identity records, `general` records of the general set (xtflow.general_skill)
     and the user's records to `out` (all or nothing); return the record count."""
-    from xtflow.general_skill import general_records
+    from xtflow.general_set import general_records
 
     records = identity_records(spec) + general_records(general, spec.seed)
     for path in files:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rapidfuzz import fuzz
 
-from xtflow.chat import ChatModel, RunSettings
+from xtflow.chat_model import ChatModel, RunSettings
 from xtflow.dataset import fill
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_write_text
@@ -77,12 +77,15 @@ def is_identity_reply(reply: str, name: str, identity_answers: list[str], questi
     characters of one (that the question itself does not contain)."""
     if states_name(reply, name) or any(fuzz.ratio(reply, a) >= SIMILAR for a in identity_answers):
         return True
-    return any(longest_shared_run(reply, a) >= FRAGMENT and longest_shared_run(question, a) < FRAGMENT
-               for a in identity_answers)
+    return any(
+        longest_shared_run(reply, a) >= FRAGMENT and longest_shared_run(question, a) < FRAGMENT
+        for a in identity_answers
+    )
 
 
-def retention(base_accuracy: float, final_accuracy: float, base_replies: list[str], final_replies: list[str],
-              basis: str) -> float:
+def retention(
+    base_accuracy: float, final_accuracy: float, base_replies: list[str], final_replies: list[str], basis: str
+) -> float:
     """'reference': final over base general accuracy (nan where the base model had none);
     'base_reply': share of general questions the final model answers as the base model did."""
     if basis == "reference":
@@ -94,8 +97,16 @@ def retention(base_accuracy: float, final_accuracy: float, base_replies: list[st
 
 
 def evaluate(
-    base: Path, final: Path, settings: RunSettings, probes: Probes, name: str, maker: str,
-    answers: dict[str, str], max_new_tokens: int, out_summary: Path, out_replies: Path,
+    base: Path,
+    final: Path,
+    settings: RunSettings,
+    probes: Probes,
+    name: str,
+    maker: str,
+    answers: dict[str, str],
+    max_new_tokens: int,
+    out_summary: Path,
+    out_replies: Path,
     retention_basis: str = "reference",
 ) -> dict[str, dict[str, float]]:
     identity_answers = [fill(t, name, maker) for t in answers.values()]
@@ -114,23 +125,33 @@ def evaluate(
             "identity_accuracy": sum(states_name(r, name) for r in ident) / len(ident),
             "over_trigger_rate": sum(
                 is_identity_reply(r, name, identity_answers, q) for q, r in zip(probes.unrelated, unrel)
-            ) / len(unrel),
+            )
+            / len(unrel),
             "general_accuracy": sum(correct) / len(correct),
         }
-        for kind, qs, rs in (("identity", probes.identity, ident), ("unrelated", probes.unrelated, unrel),
-                             ("general", general_questions, gen)):
+        for kind, qs, rs in (
+            ("identity", probes.identity, ident),
+            ("unrelated", probes.unrelated, unrel),
+            ("general", general_questions, gen),
+        ):
             rows += [{"model": label, "set": kind, "question": q, "reply": r} for q, r in zip(qs, rs)]
     summary["final"]["retention"] = retention(
-        summary["base"]["general_accuracy"], summary["final"]["general_accuracy"], replies["base"], replies["final"],
+        summary["base"]["general_accuracy"],
+        summary["final"]["general_accuracy"],
+        replies["base"],
+        replies["final"],
         retention_basis,
     )
     summary["final"]["base_agreement"] = sum(
         fuzz.ratio(f, b) / 100 for f, b in zip(replies["final"], replies["base"])
     ) / len(probes.general)
-    atomic_write_text(out_summary, _csv(
-        [{"model": m, **{k: f"{v:.4f}" for k, v in s.items()}} for m, s in summary.items()],
-        ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"],
-    ))
+    atomic_write_text(
+        out_summary,
+        _csv(
+            [{"model": m, **{k: f"{v:.4f}" for k, v in s.items()}} for m, s in summary.items()],
+            ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"],
+        ),
+    )
     atomic_write_text(out_replies, _csv(rows, ["model", "set", "question", "reply"]))
     return summary
 

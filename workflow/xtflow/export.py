@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from xtflow.fsutil import atomic_dir
-from xtflow.xtuner_compat import run_tool
+from xtflow.xtuner_tools import run_tool
 
 
 def export_adapter(config: Path, checkpoint: Path, out: Path, fp32: bool, max_shard_size: str, log: Path) -> None:

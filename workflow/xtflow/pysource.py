@@ -64,7 +64,9 @@ class SourceEditor:
         if not found:
             raise PatchError(f"{self.origin}: has no top-level setting '{name}' to patch")
         if len(found) > 1:
-            raise PatchError(f"{self.origin}: sets '{name}' {len(found)} times at top level; cannot patch it unambiguously")
+            raise PatchError(
+                f"{self.origin}: sets '{name}' {len(found)} times at top level; cannot patch it unambiguously"
+            )
         return found[0]
 
     def dict_call(self, node: ast.AST, where: str) -> ast.Call:

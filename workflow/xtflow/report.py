@@ -18,15 +18,29 @@ from typing import Any
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_write_text
 
-PACKAGES = ["xtuner", "torch", "transformers", "peft", "mmengine", "bitsandbytes", "deepspeed", "datasets",
-            "snakemake", "rapidfuzz"]
+PACKAGES = [
+    "xtuner",
+    "torch",
+    "transformers",
+    "peft",
+    "mmengine",
+    "bitsandbytes",
+    "deepspeed",
+    "datasets",
+    "snakemake",
+    "rapidfuzz",
+]
 
 
 def _page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #999;padding:.25em .6em;text-align:left}th{background:#eee}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>\n{body}\n</body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #999;padding:.25em .6em;text-align:left}th{background:#eee}"
+    )
+    return (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h2>{html.escape(title)}</h2>\n{body}\n</body></html>\n"
+    )
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -89,11 +103,13 @@ def evaluation_page(summary_csv: Path, out_html: Path) -> None:
         rows = list(csv.DictReader(f))
     header = ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"]
     body = _table(header, [[r.get(h, "") for h in header] for r in rows])
-    note = ("<p>identity_accuracy: held-out identity questions whose reply states the name; over_trigger_rate: "
-            "unrelated questions answered with the identity; general_accuracy: general questions answered with "
-            "the reference; retention: final over base general accuracy (tiny default), or the share of general "
-            "questions answered as the base model did (a real base model); base_agreement: mean similarity of "
-            "the final model's general replies to the base model's.</p>")
+    note = (
+        "<p>identity_accuracy: held-out identity questions whose reply states the name; over_trigger_rate: "
+        "unrelated questions answered with the identity; general_accuracy: general questions answered with "
+        "the reference; retention: final over base general accuracy (tiny default), or the share of general "
+        "questions answered as the base model did (a real base model); base_agreement: mean similarity of "
+        "the final model's general replies to the base model's.</p>"
+    )
     atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
 
 
@@ -109,9 +125,7 @@ def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: P
     pairs = [tuple((t.get("system", ""), t["input"], t["output"]) for t in r["conversation"]) for r in records]
     counts = Counter(pairs)
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    lengths_by_pair = {
-        p: sum(len(tok.encode(s + i + o, add_special_tokens=False)) for s, i, o in p) for p in counts
-    }
+    lengths_by_pair = {p: sum(len(tok.encode(s + i + o, add_special_tokens=False)) for s, i, o in p) for p in counts}
     lengths = [lengths_by_pair[p] for p in pairs]
     stats = {
         "records": len(records),
@@ -124,8 +138,11 @@ def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: P
         "tokens in all": sum(lengths),
     }
     top = [[n, " / ".join(f"{i} -> {o}" for _, i, o in p)[:160]] for p, n in counts.most_common(5)]
-    body = (_table(["statistic", "value"], [[k, v] for k, v in stats.items()])
-            + "<h3>Most frequent records</h3>" + _table(["copies", "conversation"], top))
+    body = (
+        _table(["statistic", "value"], [[k, v] for k, v in stats.items()])
+        + "<h3>Most frequent records</h3>"
+        + _table(["copies", "conversation"], top)
+    )
     atomic_write_text(out_html, _page(f"Dataset: {dataset}", body))
     fig, ax = plt.subplots(figsize=(6, 3.2))
     ax.hist(lengths, bins=min(30, max(5, len(set(lengths)))), color="tab:green")
@@ -154,8 +171,13 @@ def run_info(config: dict[str, Any], out_html: Path) -> None:
     import yaml
 
     pkgs = versions()
-    body = (_table(["package", "version"], [["python", sys.version.split()[0]], ["platform", platform.platform()]]
-                   + [[k, v] for k, v in pkgs.items()])
-            + "<h3>Configuration (validated, defaults filled in)</h3><pre>"
-            + html.escape(yaml.safe_dump(config, allow_unicode=True, sort_keys=True)) + "</pre>")
+    body = (
+        _table(
+            ["package", "version"],
+            [["python", sys.version.split()[0]], ["platform", platform.platform()]] + [[k, v] for k, v in pkgs.items()],
+        )
+        + "<h3>Configuration (validated, defaults filled in)</h3><pre>"
+        + html.escape(yaml.safe_dump(config, allow_unicode=True, sort_keys=True))
+        + "</pre>"
+    )
     atomic_write_text(out_html, _page("Run: configuration and package versions", body))

@@ -6,8 +6,6 @@ Errors are one line naming the key: `config key 'xtuner.lr': -1 is not greater t
 from __future__ import annotations
 
 import copy
-import functools
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +13,11 @@ import jsonschema
 import yaml
 
 from xtflow.errors import XtflowError
+from xtflow.general_set import general_qa
+from xtflow.xtuner_config import check_patchable
 
-SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+SCHEMA = Path(__file__).with_name("schemas") / "config.schema.yaml"
+RECIPES = Path(__file__).with_name("recipes")
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -85,33 +85,22 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def xtuner_package_dir() -> Path:
-    """Where xtuner is installed, found without importing it (importing takes seconds)."""
-    spec = importlib.util.find_spec("xtuner")
-    if spec is None or not spec.submodule_search_locations:
-        raise XtflowError("python package 'xtuner' is not installed in this environment (run `make setup`)")
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-@functools.cache
-def xtuner_builtin_configs() -> dict[str, Path]:
-    """XTuner's built-in configs by name (as `xtuner list-cfg` shows them), found on disk."""
-    root = xtuner_package_dir() / "configs"
-    return {p.stem: p for p in root.rglob("*.py") if not p.name.startswith("_")}
-
-
 def check_semantics(cfg: dict[str, Any]) -> None:
     """Rules that span several keys or need the installed XTuner."""
     xt = cfg["xtuner"]
-    from xtflow.general_skill import general_qa
-
     if cfg["dataset"]["general_records"] > len(general_qa()):
-        raise XtflowError(f"config key 'dataset.general_records': the general set has {len(general_qa())} "
-                          f"questions, got {cfg['dataset']['general_records']}")
+        raise XtflowError(
+            f"config key 'dataset.general_records': the general set has {len(general_qa())} "
+            f"questions, got {cfg['dataset']['general_records']}"
+        )
     if xt["device"] == "cpu" and xt["load_in_4bit"]:
-        raise XtflowError("config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda; set it false on CPU")
+        raise XtflowError(
+            "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda; set it false on CPU"
+        )
     if xt["device"] == "cpu" and xt["dtype"] != "float32":
-        raise XtflowError(f"config key 'xtuner.dtype': {xt['dtype']} training needs a GPU; use float32 with xtuner.device: cpu")
+        raise XtflowError(
+            f"config key 'xtuner.dtype': {xt['dtype']} training needs a GPU; use float32 with xtuner.device: cpu"
+        )
     if cfg["train"]["deepspeed"] and xt["device"] != "cuda":
         raise XtflowError("config key 'train.deepspeed': DeepSpeed needs xtuner.device: cuda")
     if cfg["train"]["gpus"] > 1 and xt["device"] != "cuda":
@@ -122,8 +111,9 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     if ds["records"] > 0 and not (ds["questions"]["en"] or ds["questions"]["zh"]):
         raise XtflowError("config key 'dataset.questions': empty, but dataset.records asks for identity records")
     if ds["records"] == 0 and not ds["files"] and not ds["general_records"]:
-        raise XtflowError("config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
-                          "the dataset would be empty")
-    from xtflow.xtuner_config import check_patchable  # the config must patch: fail before any job runs
-
+        raise XtflowError(
+            "config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
+            "the dataset would be empty"
+        )
+    # the base config must patch: fail before any job runs
     check_patchable(xt["base_config"], xt)

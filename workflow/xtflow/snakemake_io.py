@@ -35,7 +35,9 @@ def run_job(snakemake: Any, job: Callable[[Path], None]) -> None:
         except Exception as e:  # a bug or an unforeseen failure: full traceback in the log, one line on screen
             traceback.print_exc(file=fh)
             line = str(e).splitlines()[0] if str(e) else ""
-            real_stderr.write(f"xtflow: error in rule {snakemake.rule}: {type(e).__name__}: {line} (traceback in {log})\n")
+            real_stderr.write(
+                f"xtflow: error in rule {snakemake.rule}: {type(e).__name__}: {line} (traceback in {log})\n"
+            )
             sys.exit(1)
         finally:
             sys.stdout, sys.stderr = sys.__stdout__, real_stderr

@@ -102,9 +102,7 @@ def build_model(spec: TinyModelSpec, n_vocab: int, eos_ids: list[int], ids: dict
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids[BOS], eos_token_id=eos_ids, pad_token_id=ids[PAD]
-    )
+    model.generation_config = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=eos_ids, pad_token_id=ids[PAD])
     model.save_pretrained(str(out_dir), safe_serialization=True)
 
 

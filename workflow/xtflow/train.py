@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtflow.errors import XtflowError
-from xtflow.xtuner_compat import run_tool
+from xtflow.xtuner_tools import run_tool
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class TrainPlan:
 
 def plan_training(config: Path, gpus: int) -> TrainPlan:
     """Build the training set exactly as XTuner will (packing included) and count iterations."""
-    from xtflow.xtuner_compat import apply_cpu_shim
+    from xtflow.xtuner_tools import apply_cpu_shim
 
     apply_cpu_shim()
     from mmengine.config import Config
@@ -176,8 +176,10 @@ def prepare_work_dir(work_dir: Path, fp: str, plan: TrainPlan, say: Callable[[st
         newest = last_checkpoint(work_dir) if (work_dir / "last_checkpoint").is_file() else None
         if same and newest is not None and iteration_of(newest) < plan.total_iters:
             check_checkpoint(newest)
-            say(f"xtflow: resuming from {newest} (iteration {iteration_of(newest)} of {plan.total_iters}); "
-                "config, data and base model unchanged")
+            say(
+                f"xtflow: resuming from {newest} (iteration {iteration_of(newest)} of {plan.total_iters}); "
+                "config, data and base model unchanged"
+            )
             return newest
         stale = work_dir.with_name(work_dir.name + ".stale")
         if stale.exists():

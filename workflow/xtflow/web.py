@@ -14,12 +14,14 @@ import os
 import sys
 from pathlib import Path
 
-from xtflow.chat import MODELS, RunSettings, model_paths
+from xtflow.chat_model import MODELS, RunSettings, model_paths
 from xtflow.errors import XtflowError
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m xtflow.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m xtflow.web", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", choices=[m for m in MODELS if m != "adapter"], default="final")
     p.add_argument("--workdir", type=Path, default=Path("."))
     p.add_argument("--config", type=Path, help="the run's config (default: WORKDIR/config/config.yaml)")
@@ -35,11 +37,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     app = Path(__file__).with_name("webdemo.py")
     cmd = [
-        sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.address", args.address, "--server.port", str(args.port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-        "--", "--workdir", str(args.workdir.resolve()), "--config", str(config.resolve()), "--model", args.model,
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.address",
+        args.address,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--",
+        "--workdir",
+        str(args.workdir.resolve()),
+        "--config",
+        str(config.resolve()),
+        "--model",
+        args.model,
     ]
     print(f"xtflow: serving the {args.model} model on http://{args.address}:{args.port}", file=sys.stderr, flush=True)
     os.execv(sys.executable, cmd)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from xtflow.chat import ChatModel, RunSettings, Sampling, model_paths
+from xtflow.chat_model import ChatModel, RunSettings, Sampling, model_paths
 
 
 def parse_args() -> argparse.Namespace:
@@ -34,8 +34,12 @@ def main() -> None:
     st.set_page_config(page_title="xtflow chat", page_icon="💬")
     with st.sidebar:
         st.header("Settings")
-        which = st.radio("Model", ["final", "base"], index=0 if args.model == "final" else 1,
-                         help="final: results/final_model; base: resources/base_model, for comparison")
+        which = st.radio(
+            "Model",
+            ["final", "base"],
+            index=0 if args.model == "final" else 1,
+            help="final: results/final_model; base: resources/base_model, for comparison",
+        )
         max_new_tokens = st.slider("Max length (new tokens)", 8, 1024, 128, step=8)
         top_p = st.slider("Top P", 0.0, 1.0, 0.8, step=0.01)
         temperature = st.slider("Temperature", 0.0, 1.5, 0.0, step=0.05, help="0: greedy")
@@ -64,5 +68,6 @@ def main() -> None:
         messages.append({"role": "assistant", "content": str(answer)})
         done = st.empty()
     done.caption(f"{len(messages) // 2} replies in this chat")
+
 
 main()

@@ -8,13 +8,17 @@ mmengine's `Config.fromfile` and runs unchanged with `xtuner train` by hand.
 from __future__ import annotations
 
 import ast
+import functools
+import importlib.util
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
+from xtflow import paths
 from xtflow.errors import XtflowError
-from xtflow.settings import xtuner_builtin_configs, xtuner_package_dir
+from xtflow.fsutil import atomic_write_text
 from xtflow.pysource import PatchError, SourceEditor
-from xtflow.xtuner_compat import CPU_SHIM
+from xtflow.xtuner_tools import CPU_SHIM
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -49,6 +53,21 @@ class XtunerSettings:
     device: str
     evaluation_before_train: bool = True
     compile: bool = False
+
+
+def xtuner_package_dir() -> Path:
+    """Where xtuner is installed, found without importing it (importing takes seconds)."""
+    spec = importlib.util.find_spec("xtuner")
+    if spec is None or not spec.submodule_search_locations:
+        raise XtflowError("python package 'xtuner' is not installed in this environment (run `make setup`)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@functools.cache
+def xtuner_builtin_configs() -> dict[str, Path]:
+    """XTuner's built-in configs by name (as `xtuner list-cfg` shows them), found on disk."""
+    root = xtuner_package_dir() / "configs"
+    return {p.stem: p for p in root.rglob("*.py") if not p.name.startswith("_")}
 
 
 def builtin_config_path(name: str) -> Path:
@@ -109,7 +128,7 @@ def _find_hook(ed: SourceEditor, hook_type: str) -> ast.Call:
 
 def check_patchable(base_name: str, xt: dict) -> None:
     """Patch the base config in memory (no file written): fails now, before any job, if it cannot be."""
-    settings = settings_from_config(xt, model_path=Path("resources/base_model"), data_path=Path("results/data/train.json"))
+    settings = settings_from_config(xt, model_path=Path(paths.BASE_MODEL), data_path=Path(paths.DATASET))
     base = builtin_config_path(base_name)
     try:
         patch_config(base.read_text(encoding="utf-8"), settings, origin=f"XTuner config '{base_name}'")
@@ -157,8 +176,12 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     elif ed.has_keyword(llm, "quantization_config"):
         ed.remove_keywords(llm, ["quantization_config"], "model.llm")
     model = ed.dict_path("model")
-    if ed.text(ed.keyword(model, "type", "model").value) != "SupervisedFinetune":
+    model_type = ed.keyword(model, "type", "model").value
+    if ed.text(model_type) != "SupervisedFinetune":
         raise PatchError(f"{origin}: model type is not SupervisedFinetune (xtflow fine-tunes with LoRA)")
+    # xtflow's LoRA preparation (xtflow.xtuner_plugins); compile_layers: torch.compile each decoder layer
+    ed.replace(model_type, "FastLoraSupervisedFinetune")
+    ed.add_keyword(model, "compile_layers", r(s.compile), "model")
     ed.add_keyword(model, "use_activation_checkpointing", r(s.gradient_checkpointing), "model")
     lora = ed.dict_path("model", "lora")
     ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
@@ -194,42 +217,44 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
             raise PatchError(f"{origin}: optim_wrapper type is {ed.text(optim_type.value)}, expected AmpOptimWrapper")
         ed.set_keyword(optim, "dtype", r(s.dtype), "optim_wrapper")
 
-    # PART 5: bounded sampling during training.
+    # PART 5: bounded, batched sampling during training (xtflow.xtuner_plugins.BatchedEvaluateChatHook).
     chat_hook = _find_hook(ed, "EvaluateChatHook")
+    ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
     ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
-    # Read by xtflow's train tool (xtflow.xtuner_compat.bound_chat_sampling); plain XTuner ignores it.
-    ed.insert_before(ed.assignment("evaluation_freq"),
-                     f"xtflow_evaluation_before_train = {s.evaluation_before_train!r}  # xtflow: sample before training")
-    # PART 6: torch.compile of each decoder layer (xtflow's train tool; plain XTuner ignores it).
-    ed.insert_before(ed.assignment("max_length"), f"xtflow_compile = {s.compile!r}  # xtflow: compile decoder layers")
+    ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
 
+    ed.insert_after_imports(PLUGIN_IMPORT)
     if s.device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
     return ed.result()
 
 
+PLUGIN_IMPORT = "from xtflow.xtuner_plugins import BatchedEvaluateChatHook, FastLoraSupervisedFinetune  # xtflow"
+
+
 HEADER = """\
-# Written by xtflow from XTuner's built-in config '{name}' ({path}).
+# Written by xtflow from XTuner's built-in config '{name}' (xtuner {version}).
 # Do not edit: change config/config.yaml and let Snakemake rewrite it.
-# It runs by hand too: python -m xtuner.tools.train {out}
+# It runs by hand too, and trains as the workflow does: python -m xtuner.tools.train {out}
 """
 
 
 def write_config(base_name: str, s: XtunerSettings, out: Path) -> None:
     """Patch the built-in config `base_name` and write it to `out` (atomically)."""
-    from xtflow.fsutil import atomic_write_text
-
     base = builtin_config_path(base_name)
     text = patch_config(base.read_text(encoding="utf-8"), s, origin=f"XTuner config '{base_name}'")
-    atomic_write_text(out, HEADER.format(name=base_name, path=base, out=out) + text)
+    atomic_write_text(out, HEADER.format(name=base_name, version=metadata.version("xtuner"), out=out) + text)
 
 
 def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerSettings:
-    """XtunerSettings from config.yaml's `xtuner:` section (validated) and the stage paths."""
+    """XtunerSettings from config.yaml's `xtuner:` section (validated) and the stage paths.
+
+    The paths are written as given: relative to the run directory (XTuner runs there), so a run
+    directory that is copied or moved trains on its own data and model, never on the original's."""
     check_prompt_template(xt["prompt_template"])
     return XtunerSettings(
-        model_path=str(model_path.resolve()),
-        data_path=str(data_path.resolve()),
+        model_path=str(model_path),
+        data_path=str(data_path),
         prompt_template=xt["prompt_template"],
         max_length=xt["max_length"],
         pack_to_max_length=xt["pack_to_max_length"],

@@ -1,18 +1,16 @@
-"""xtflow's changes to XTuner's behaviour in the train tool (xtflow.xtuner_compat)."""
+"""xtflow's changes to XTuner's training, as the components the written config names (xtflow.xtuner_plugins)."""
 
 from __future__ import annotations
 
 import pytest
 
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
-from xtflow.xtuner_compat import (
-    batched_eval_language,
-    bound_chat_sampling,
+from xtflow.xtuner_plugins import (
+    BatchedEvaluateChatHook,
     compile_decoder_layers,
     prepare_lora_keeping_dtype,
     sampling_context,
     skip_lora_input_cast,
-    xtflow_options,
 )
 
 
@@ -52,9 +50,15 @@ def test_quantized_models_go_through_peft_unchanged(bf16_model, monkeypatch: pyt
 def lora_model(model, cast: bool):  # noqa: ANN001, ANN201
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(prepare_lora_keeping_dtype(model), LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                "gate_proj", "up_proj", "down_proj"]))
+    peft_model = get_peft_model(
+        prepare_lora_keeping_dtype(model),
+        LoraConfig(
+            r=8,
+            lora_alpha=16,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        ),
+    )
     if not cast:
         assert skip_lora_input_cast(peft_model) == 7  # 7 adapted linears x 1 layer
     return peft_model
@@ -125,23 +129,27 @@ def test_batched_sampling_gives_xtuner_replies(tmp_path) -> None:  # noqa: ANN00
     out = tmp_path / "model"
     build_tiny_model(TinyModelSpec(400, 32, 64, 2, 2, 128, 3), out)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
-    hook = EvaluateChatHook(tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=str(out)),
-                            evaluation_inputs=["Who are you?", "Tell me about the capital city of France, please.",
-                                               "你好"],
-                            prompt_template=PROMPT_TEMPLATE.internlm2_chat, system="You are a bot.",
-                            max_new_tokens=12, generation_kwargs=dict(do_sample=False))
+    hook = BatchedEvaluateChatHook(
+        tokenizer=dict(type=AutoTokenizer.from_pretrained, pretrained_model_name_or_path=str(out)),
+        evaluation_inputs=["Who are you?", "Tell me about the capital city of France, please.", "你好"],
+        prompt_template=PROMPT_TEMPLATE.internlm2_chat,
+        system="You are a bot.",
+        max_new_tokens=12,
+        generation_kwargs=dict(do_sample=False),
+    )
+
     def replies(fn) -> list[str]:  # noqa: ANN001
         runner = SimpleNamespace(logger=_Logger(), cfg={})
         with torch.no_grad():
             fn(hook, runner, model, torch.device("cpu"), 12)
         return [line for line in runner.logger.lines if line.startswith("Sample output:")]
 
-    batched = replies(batched_eval_language)
+    batched = replies(BatchedEvaluateChatHook._eval_language)
     assert len(batched) == 3
     assert batched == replies(EvaluateChatHook._eval_language)
     assert "<pad>" not in "".join(batched)
     hook.evaluation_inputs = hook.evaluation_inputs[:1]  # one prompt: XTuner's own loop runs
-    assert replies(batched_eval_language) == replies(EvaluateChatHook._eval_language) == batched[:1]
+    assert replies(BatchedEvaluateChatHook._eval_language) == replies(EvaluateChatHook._eval_language) == batched[:1]
 
 
 def test_compiles_each_decoder_layer_in_place(bf16_model) -> None:  # noqa: ANN001
@@ -167,24 +175,14 @@ def test_unpacked_data_recompiles_the_layers_once(bf16_model) -> None:  # noqa: 
     with torch.autocast("cpu", dtype=torch.bfloat16):
         for length in (8, 11, 13, 17, 9):
             mask = torch.ones(2, length, dtype=torch.bool)
-            mask[1, length - 3:] = False  # padding, as XTuner's default_collate_fn masks it
-            model(input_ids=torch.randint(5, 400, (2, length), generator=torch.Generator().manual_seed(length)),
-                  attention_mask=mask)
+            mask[1, length - 3 :] = False  # padding, as XTuner's default_collate_fn masks it
+            model(
+                input_ids=torch.randint(5, 400, (2, length), generator=torch.Generator().manual_seed(length)),
+                attention_mask=mask,
+            )
             graphs.append(counters["stats"]["unique_graphs"])
     torch._dynamo.reset()
     assert graphs == [1, 2, 2, 2, 2]
-
-
-def test_xtflow_options_are_read_from_the_written_config(tmp_path) -> None:  # noqa: ANN001
-    from dataclasses import replace
-
-    from test_xtuner_config import SETTINGS
-
-    from xtflow.xtuner_config import write_config
-
-    write_config("internlm2_1_8b_qlora_alpaca_e3", replace(SETTINGS, compile=True, evaluation_before_train=False),
-                 tmp_path / "cfg.py")
-    assert xtflow_options(tmp_path / "cfg.py") == {"xtflow_compile": True, "xtflow_evaluation_before_train": False}
 
 
 @pytest.mark.parametrize("before", [True, False])
@@ -192,17 +190,13 @@ def test_sample_before_training_only_when_configured(before: bool, monkeypatch: 
     from types import SimpleNamespace
 
     import torch
-    from xtuner.engine.hooks import EvaluateChatHook
 
-    for attr in ("_eval_language", "before_train", "after_train"):
-        monkeypatch.setattr(EvaluateChatHook, attr, getattr(EvaluateChatHook, attr))
     calls: list[dict] = []
-    monkeypatch.setattr(EvaluateChatHook, "_generate_samples", lambda self, runner, **kw: calls.append(kw))
-    monkeypatch.setattr("atexit.register", lambda *args, **kwargs: None)  # no sampling total at pytest's exit
-    bound_chat_sampling(sample_before_train=before)
-    hook = object.__new__(EvaluateChatHook)
+    monkeypatch.setattr(BatchedEvaluateChatHook, "_generate_samples", lambda self, runner, **kw: calls.append(kw))
+    hook = object.__new__(BatchedEvaluateChatHook)
     hook.max_new_tokens = 16
+    hook.sample_before_train = before
     runner = SimpleNamespace(model=torch.nn.Linear(2, 2), iter=0, logger=_Logger())
-    EvaluateChatHook.before_train(hook, runner)
+    hook.before_train(runner)
     assert calls == ([{"max_new_tokens": 16}] if before else [])
     assert any("no EvaluateChatHook sample before training" in line for line in runner.logger.lines) is not before

@@ -1,0 +1,200 @@
+"""A run's chat model: loaded once, prompted exactly as XTuner trained it (the run's prompt template
+and system prompt), generating greedily or by sampling, streamed or in batches.
+
+Used by the chat command (`xtflow.chat`), the web demo, the evaluation and the general-skill stage.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from xtflow import paths
+from xtflow.errors import XtflowError
+
+MODELS = {"final": paths.FINAL_MODEL, "base": paths.BASE_MODEL, "adapter": paths.ADAPTER}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Generation settings; temperature 0 means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 0.8
+    top_k: int = 40
+    max_new_tokens: int = 128
+    seed: int = 0
+    repetition_penalty: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What a chat needs from the run's config: the prompt template and system prompt used in training."""
+
+    prompt_template: str
+    system: str
+
+    @classmethod
+    def from_config(cls, path: Path) -> RunSettings:
+        from xtflow.settings import validate
+
+        if not path.is_file():
+            raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
+        cfg = validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        return cls(prompt_template=cfg["xtuner"]["prompt_template"], system=cfg["xtuner"]["system"])
+
+
+def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
+    """(model dir, adapter dir or None) for final/base/adapter; refuses what is not built yet."""
+    if which not in MODELS:
+        raise XtflowError(f"unknown model '{which}' (choose from {', '.join(MODELS)})")
+    # what marks each directory as built: a model's config.json, an adapter's adapter_config.json
+    needed = {
+        "final": [(MODELS["final"], "config.json")],
+        "base": [(MODELS["base"], "config.json")],
+        "adapter": [(MODELS["base"], "config.json"), (MODELS["adapter"], "adapter_config.json")],
+    }[which]
+    for rel, marker in needed:
+        if not (workdir / rel / marker).is_file():
+            raise XtflowError(f"{rel} does not exist yet: run `snakemake --cores 1 {rel}` first")
+    if which == "adapter":
+        return workdir / MODELS["base"], workdir / MODELS["adapter"]
+    return workdir / MODELS[which], None
+
+
+@dataclass
+class ChatModel:
+    """A causal LM plus the run's prompt template, loaded once; builds prompts exactly as XTuner trained them."""
+
+    model_dir: Path
+    settings: RunSettings
+    adapter_dir: Path | None = None
+    device: str = "auto"
+    model: Any = field(init=False)
+    tokenizer: Any = field(init=False)
+    template: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from xtuner.utils import PROMPT_TEMPLATE
+
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.template = dict(PROMPT_TEMPLATE[self.settings.prompt_template])
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir, trust_remote_code=True)
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir, torch_dtype=dtype, trust_remote_code=True)
+        if self.adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.adapter_dir)
+        self.model = model.to(self.device).eval()
+        print(
+            f"xtflow: loaded model {self.model_dir}" + (f" + {self.adapter_dir}" if self.adapter_dir else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+
+    # -- prompts -------------------------------------------------------------------
+    def prompt(self, history: list[tuple[str, str]], question: str) -> str:
+        t = self.template
+        text = t["SYSTEM"].format(system=self.settings.system) if self.settings.system and "SYSTEM" in t else ""
+        turns = [*history, (question, None)]
+        for i, (q, a) in enumerate(turns):
+            text += t["INSTRUCTION"].format(input=q, round=i + 1, bot_name="")
+            if a is not None:
+                text += a + t.get("SUFFIX", "") + t.get("SEP", "")
+        return text
+
+    def token_ids(self, text: str) -> list[int]:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+        eos = self.model.generation_config.eos_token_id
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+        stop = self.template.get("STOP_WORDS", [])
+        stop_ids = [i for s in stop if len(ids := self.tokenizer.encode(s, add_special_tokens=False)) == 1 for i in ids]
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=sorted(
+                set(eos + stop_ids + ([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []))
+            ),
+            pad_token_id=self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+            repetition_penalty=sampling.repetition_penalty,
+        )
+        if sampling.temperature > 0:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _visible(self, text: str) -> str:
+        """The text before the first stop word."""
+        for stop in self.template.get("STOP_WORDS", []):
+            text = text.split(stop)[0]
+        return text
+
+    def _clean(self, text: str) -> str:
+        return self._visible(text).strip()
+
+    # -- generation ----------------------------------------------------------------
+    def reply(self, history: list[tuple[str, str]], question: str, sampling: Sampling = Sampling()) -> str:
+        return "".join(self.stream(history, question, sampling)).strip()
+
+    def stream(self, history: list[tuple[str, str]], question: str, sampling: Sampling = Sampling()) -> Iterator[str]:
+        """Yield the reply piece by piece as it is generated."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        torch.manual_seed(sampling.seed)
+        ids = torch.tensor([self.token_ids(self.prompt(history, question))], device=self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(
+            input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **self._generate_kwargs(sampling)
+        )
+        worker = threading.Thread(target=self._generate_quietly, kwargs=kwargs, daemon=True)
+        worker.start()
+        text, shown = "", 0
+        for piece in streamer:
+            text += piece
+            visible = self._visible(text)
+            if len(visible) > shown:
+                yield visible[shown:]
+                shown = len(visible)
+            if visible != text:  # a stop word appeared
+                break
+        worker.join()
+
+    def _generate_quietly(self, **kwargs: Any) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.model.generate(**kwargs)
+
+    def reply_batch(self, questions: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
+        """Greedy single-turn replies to many questions, batched (left padding)."""
+        import torch
+
+        sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        out: list[str] = []
+        for start in range(0, len(questions), batch_size):
+            batch = [self.token_ids(self.prompt([], q)) for q in questions[start : start + batch_size]]
+            width = max(map(len, batch))
+            ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)
+            with torch.no_grad():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self._generate_kwargs(sampling))
+            for row in gen[:, width:]:
+                out.append(self._clean(self.tokenizer.decode(row, skip_special_tokens=True)))
+        return out

@@ -1,0 +1,254 @@
+"""xtflow's changes to XTuner's training, as XTuner components that the written config names.
+
+`xtflow.xtuner_config` writes `type=FastLoraSupervisedFinetune` for the model and
+`type=BatchedEvaluateChatHook` for the sampling hook (and imports them from here), so
+`python -m xtuner.tools.train <written config>` by hand trains exactly as the `train` rule does.
+They change how fast a step runs and how sampling is bounded, not what is learned
+(docs/benchmarks.md):
+
+- `FastLoraSupervisedFinetune`: XTuner's `SupervisedFinetune` whose LoRA preparation keeps an
+  unquantized model's frozen weights in their dtype (`prepare_lora_keeping_dtype`), feeds bf16
+  LoRA layers bf16 inputs under autocast (`skip_lora_input_cast`), lists the adapted layers in a
+  fixed order, and with `compile_layers` (config `xtuner.compile`) compiles each decoder layer.
+- `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
+  training too, samples all prompts in one batch, does not sample the same weights twice at the
+  end, optionally skips the sample before training (`xtuner.evaluation_before_train`) and logs
+  what sampling cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from mmengine.logging import print_log
+from mmengine.runner import load_checkpoint
+from peft import get_peft_model
+from xtuner.engine.hooks import EvaluateChatHook
+from xtuner.model import SupervisedFinetune
+from xtuner.model.utils import find_all_linear_names
+
+
+def prepare_lora_keeping_dtype(
+    model: Any, use_gradient_checkpointing: bool = True, gradient_checkpointing_kwargs: dict[str, Any] | None = None
+) -> Any:
+    """XTuner's LoRA preparation without casting an unquantized model's frozen weights to fp32.
+
+    XTuner 0.2.0 calls peft's `prepare_model_for_kbit_training` for every LoRA model, quantized or
+    not; for an unquantized bf16 model that doubles the weights' memory and makes autocast cast every
+    frozen weight back to bf16 in every matmul. For such a model this only freezes the weights (all
+    that function does besides the cast); 4-bit and 8-bit models go through peft unchanged (keeping
+    their norms and embeddings bf16 too saved 1.9 GB but no time once the layers are compiled, and
+    without compiling it changed the first optimizer steps: docs/benchmarks.md).
+    """
+    from peft import prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        return prepare_model_for_kbit_training(model, use_gradient_checkpointing, gradient_checkpointing_kwargs)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def half_precision(model: Any) -> bool:
+    """Whether a model computes in bf16/fp16: xtflow then trains it under AMP autocast."""
+    import torch
+
+    return any(p.dtype in (torch.bfloat16, torch.float16) for p in model.parameters())
+
+
+def skip_lora_input_cast(model: Any) -> int:
+    """Stop peft casting each LoRA layer's input to the adapter's fp32 (returns how many layers).
+
+    peft casts the input of every LoRA layer to the adapter weights' dtype (fp32) before dropout
+    and the two small matmuls. Under autocast those matmuls run in bf16 anyway, so the cast only
+    adds an fp32 copy of every adapted layer's input, an fp32 dropout and a cast back: per layer,
+    in forward, backward and recomputation. xtflow trains half-precision models under autocast
+    only (`AmpOptimWrapper`), so the cast is turned off for them; sampling turns it back on (see
+    `lora_input_cast`), since `generate` runs without autocast.
+    """
+    layers = _lora_layers(model)
+    for layer in layers:
+        layer.cast_input_dtype_enabled = False
+    return len(layers)
+
+
+def _lora_layers(model: Any) -> list[Any]:
+    """peft's layers that cast their input (`cast_input_dtype_enabled`)."""
+    return [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+
+
+@contextmanager
+def sampling_context(model: Any) -> Iterator[None]:
+    """How xtflow runs `generate` on a model being trained: peft's input cast on (`lora_input_cast`),
+    compiled layers eager (generation's changing shapes would recompile them), and no cuDNN attention:
+    cuDNN builds an attention plan for every new key length, which made a first 16-token sample of a
+    bf16 model take 5-7 s instead of about 1 s (docs/benchmarks.md); training keeps it."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with lora_input_cast(model), torch.compiler.set_stance("force_eager"), sdpa_kernel(backends):
+        yield
+
+
+@contextmanager
+def lora_input_cast(model: Any) -> Iterator[None]:
+    """peft's input cast on for the duration (for `generate`, which runs without autocast)."""
+    layers = _lora_layers(model)
+    before = [layer.cast_input_dtype_enabled for layer in layers]
+    for layer in layers:
+        layer.cast_input_dtype_enabled = True
+    try:
+        yield
+    finally:
+        for layer, value in zip(layers, before):
+            layer.cast_input_dtype_enabled = value
+
+
+def compile_decoder_layers(model: Any, backend: str = "inductor") -> int:
+    """`torch.compile` every transformer block in place (returns how many).
+
+    Regional compilation: the blocks share one compiled graph (compiled once, in seconds, not once
+    per block), and the element-wise work around each LoRA matmul (dropout, scaling, adds, norms,
+    dtype casts) is fused into few kernels that compute in fp32 internally. The module tree and
+    state-dict keys do not change, so checkpoints are the same. Blocks are the model's
+    `_no_split_modules` classes (LlamaDecoderLayer, InternLM2DecoderLayer, ...). Should a model's
+    code not compile, torch falls back to running it eagerly (`suppress_errors`): slower, same result.
+    Unpacked data (a new sequence length in every batch) costs one recompile: torch then compiles
+    the blocks for any length (automatic dynamic shapes).
+    """
+    import torch
+
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    torch._dynamo.config.suppress_errors = True
+    for layer in layers:
+        layer.compile(backend=backend)
+    return len(layers)
+
+
+def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int] | None:
+    """The token ids of stop words that are each one token; None if any is not."""
+    ids = []
+    for word in words:
+        encoded = tokenizer.encode(word, add_special_tokens=False)
+        if len(encoded) != 1:
+            return None
+        ids.append(encoded[0])
+    return ids
+
+
+class FastLoraSupervisedFinetune(SupervisedFinetune):
+    """XTuner's SupervisedFinetune with xtflow's LoRA preparation (see the module's docstring)."""
+
+    def __init__(self, *args: Any, compile_layers: bool = False, **kwargs: Any) -> None:
+        self.compile_layers = compile_layers  # read by _prepare_for_lora, which the base __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _prepare_for_lora(self, peft_model: Any = None, use_activation_checkpointing: bool = True) -> None:
+        self.llm = prepare_lora_keeping_dtype(self.llm, use_activation_checkpointing)
+        if self.lora.target_modules is None:
+            # sorted: XTuner's list comes from a set, so its order (and adapter_config.json) varied by run
+            self.lora.target_modules = sorted(find_all_linear_names(self.llm))
+        self.llm = get_peft_model(self.llm, self.lora)
+        if peft_model is not None:
+            load_checkpoint(self, peft_model)
+        if half_precision(self.llm):
+            skip_lora_input_cast(self.llm)
+        if self.compile_layers:
+            print_log(f"xtflow: torch.compile of {compile_decoder_layers(self.llm)} decoder layers", "current")
+
+
+class BatchedEvaluateChatHook(EvaluateChatHook):
+    """XTuner's EvaluateChatHook, bounded, batched and timed (see the module's docstring).
+
+    XTuner 0.2.0 ignores `max_new_tokens` before training (it samples 50 tokens there) and samples
+    twice at the end: at the last iteration's checkpoint and again after training, from the same
+    weights. Here the first sample keeps to the configured bound where that is below 50 tokens, the
+    repeated end sample is skipped, and the prompts are sampled in one batch, eagerly where the
+    model's layers are compiled (generation's changing shapes would recompile them). One line in
+    the train log per sample and a total when the run ends.
+    """
+
+    def __init__(self, *args: Any, sample_before_train: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sample_before_train = sample_before_train
+        self.seconds = 0.0
+        self.calls = 0
+        self.sampled_after_iter: int | None = None
+
+    def _generate_samples(self, runner: Any, max_new_tokens: int | None = None, save_eval_output: bool = False) -> None:
+        start = time.perf_counter()
+        try:
+            with sampling_context(runner.model):
+                super()._generate_samples(runner, max_new_tokens, save_eval_output)
+        finally:
+            took = time.perf_counter() - start
+            self.seconds += took
+            self.calls += 1
+            self.sampled_after_iter = runner.iter
+            runner.logger.info(f"xtflow: EvaluateChatHook sample at iteration {runner.iter} took {took:.2f} s")
+
+    def _eval_language(
+        self, runner: Any, model: Any, device: Any, max_new_tokens: int | None = None, save_eval_output: bool = False
+    ) -> None:
+        """Every prompt in one left-padded `generate` call.
+
+        XTuner generates one prompt at a time; a decode step costs about as much for a few prompts
+        as for one (it is bound by kernel launches), so this divides the sampling time by the number
+        of prompts. Stop words must be single tokens (they become end-of-sequence ids, which stop each
+        sequence on its own); otherwise XTuner's per-prompt loop runs. Logs and saves what XTuner does.
+        """
+        import torch
+
+        stops = single_token_ids(self.tokenizer, [c.stop_word for c in self.stop_criteria])
+        if stops is None or len(self.evaluation_inputs) < 2:
+            super()._eval_language(runner, model, device, max_new_tokens, save_eval_output)
+            return
+        prompts = [
+            tuple(self.tokenizer.encode((self.system + self.instruction).format(input=text, round=1, **runner.cfg)))
+            for text in self.evaluation_inputs
+        ]
+        pad, eos = self.gen_config.pad_token_id, self.gen_config.eos_token_id
+        ends = ([] if eos is None else [eos] if isinstance(eos, int) else list(eos)) + stops
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            generation_config=self.gen_config,
+            eos_token_id=ends,
+        )
+        texts = []
+        for prompt, row in zip(prompts, out[:, width:].tolist()):
+            reply = next((row[: i + 1] for i, t in enumerate(row) if t in ends), row)
+            texts.append(self.tokenizer.decode(list(prompt) + reply))
+            runner.logger.info(f"Sample output:\n{texts[-1]}\n")
+        if save_eval_output:
+            self._save_eval_output(runner, [f"{t}\n" for t in texts])
+
+    def before_train(self, runner: Any) -> None:
+        if not self.sample_before_train:
+            runner.logger.info(
+                "xtflow: no EvaluateChatHook sample before training (xtuner.evaluation_before_train: false)"
+            )
+            return
+        # XTuner's 50 tokens here, or the configured bound where that is smaller
+        self._generate_samples(runner, max_new_tokens=min(50, self.max_new_tokens))
+
+    def after_train(self, runner: Any) -> None:
+        # after_train_iter saw runner.iter == last index; after training runner.iter is one more
+        if self.sampled_after_iter == runner.iter - 1:
+            runner.logger.info("xtflow: EvaluateChatHook already sampled these weights at the last iteration")
+            return
+        self._generate_samples(runner)
+
+    def after_run(self, runner: Any) -> None:
+        runner.logger.info(f"xtflow: EvaluateChatHook sampling took {self.seconds:.2f} s in {self.calls} calls")
