@@ -1,22 +1,28 @@
 # Helpers shared by the rules: config validation and the paths stages agree on.
 
+import json
+import os
 import sys
 from pathlib import Path
 
 from xtflow import paths
 from xtflow.base_model import check_model_dir
+from xtflow.dataset import not_a_file
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
-from xtflow.settings import validate
+from xtflow.settings import typed_command_line, validate
+from xtflow.snakemake_io import DOWNSTREAM_ENV, downstream_outputs
 
 
 def _checked_config(raw):
     """Validate (and fill defaults into) the config, or stop with one line naming the key."""
     try:
-        checked = validate(raw)
+        # nested `--config` values come from Snakemake as strings: read them as YAML (xtflow.settings)
+        checked = validate(typed_command_line(raw, workflow.config_settings.config))
         for i, path in enumerate(checked["dataset"]["files"]):
-            if not Path(path).is_file():
-                raise XtflowError(f"config key 'dataset.files[{i}]': '{path}' does not exist")
+            problem = not_a_file(Path(path))
+            if problem:
+                raise XtflowError(f"config key 'dataset.files[{i}]': '{path}' {problem}")
         if checked["base_model"]["path"] is not None:
             check_model_dir(Path(checked["base_model"]["path"]))
     except XtflowError as e:
@@ -52,6 +58,14 @@ def probe_file(kind):
     return config["evaluation"][kind] or str(PROBES / default)
 
 
+def identity_answers():
+    """The identity answers the dataset stage writes (the train rule refuses to cut them at max_length)."""
+    from xtflow.dataset import fill
+
+    who = config["assistant"]
+    return sorted({fill(answer, who["name"], who["maker"]) for answer in config["dataset"]["answer"].values()})
+
+
 def verbatim(value):
     """A params value Snakemake must not format: it expands `{...}` in strings as wildcards, so a
     name like "{x}" would break the run. A function's result is used as it is (and still compared
@@ -84,6 +98,15 @@ def gres_resource(device, count):
     if TRAIN["gpu_request"] != "gres" or not n:
         return ""
     return ":".join(["gpu", *([TRAIN["gpu_model"]] if TRAIN["gpu_model"] else []), str(n)])
+
+
+def share_rule_graph():
+    """Tell every job which outputs are made from its own: a job that starts removes them
+    (xtflow.snakemake_io.invalidate_downstream). Call it once all rules are defined."""
+    rules_io = {
+        r.name: ([str(f) for f in r.input if isinstance(f, str)], [str(f) for f in r.output]) for r in workflow.rules
+    }
+    os.environ[DOWNSTREAM_ENV] = json.dumps(downstream_outputs(rules_io))
 
 
 onstart:

@@ -16,7 +16,7 @@ def job(log: Path) -> None:
     elif snakemake.rule == "evaluation_page":
         report.evaluation_page(Path(i.summary), Path(o.html))
     elif snakemake.rule == "dataset_stats":
-        stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png))
+        stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png), Path(i.config))
         print("xtflow: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     elif snakemake.rule == "run_info":
         report.run_info(dict(p.config), Path(o.html))

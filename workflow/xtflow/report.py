@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xtflow.errors import XtflowError
-from xtflow.fsutil import atomic_write_text
+from xtflow.fsutil import atomic_write_text, remove_leftovers
 
 PACKAGES = [
     "xtuner",
@@ -51,7 +51,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _save_png(fig: Any, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    remove_leftovers(out)
+    tmp = out.with_name(f".{out.name}.tmp-png")
     fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     tmp.replace(out)
 
@@ -113,9 +114,14 @@ def evaluation_page(summary_csv: Path, out_html: Path) -> None:
     atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
 
 
-def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
-    """Records, unique (input, output) pairs, duplicate share and token lengths of the training set."""
+def dataset_stats(
+    dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path, xtuner_config: Path
+) -> dict[str, float]:
+    """Records, unique (input, output) pairs, duplicate share and token lengths of the training set, and
+    how many records XTuner cuts at max_length (counted as the train rule counts them)."""
     import matplotlib
+
+    from xtflow.train import load_xtuner_config, record_lengths
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -137,6 +143,10 @@ def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: P
         "tokens per record (max)": max(lengths),
         "tokens in all": sum(lengths),
     }
+    cfg = load_xtuner_config(xtuner_config)
+    encoded = record_lengths(cfg, records)  # with the prompt template, as XTuner encodes them
+    stats[f"records longer than xtuner.max_length {cfg.max_length} (cut)"] = sum(n > cfg.max_length for n in encoded)
+    stats["tokens cut at max_length"] = sum(max(0, n - cfg.max_length) for n in encoded)
     top = [[n, " / ".join(f"{i} -> {o}" for _, i, o in p)[:160]] for p, n in counts.most_common(5)]
     body = (
         _table(["statistic", "value"], [[k, v] for k, v in stats.items()])

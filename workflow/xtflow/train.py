@@ -5,21 +5,29 @@ Snakemake never deletes checkpoints (an interrupted training resumes from them);
 declared output is the handle
 `results/train/final_checkpoint.pth`: hard links to the newest `iter_N.pth` (a file,
 or a directory with DeepSpeed), so later stages never guess `iter_N` names.
+
+A fingerprint of the inputs is kept with the checkpoints: a training of the same inputs
+resumes, a finished one is reused (no retraining), and checkpoints of other inputs are
+never used. One training at a time writes to the work directory (a lock of xtflow's own).
+Nothing in the work directory names another directory, so a copied or moved run trains on
+its own files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from xtflow.errors import XtflowError
+from xtflow.errors import XtflowError, warn
 from xtflow.xtuner_tools import run_tool
 
 
@@ -33,21 +41,61 @@ class TrainPlan:
     iters_per_epoch: int
     max_epochs: int
     warmup_iters: int
+    max_length: int = 0
+    lengths: tuple[int, ...] = ()
+    lr: float = 0.0  # tokens of each record as XTuner encodes it, before the cut at max_length
 
     @property
     def total_iters(self) -> int:
         return self.iters_per_epoch * self.max_epochs
 
+    @property
+    def cut_records(self) -> int:
+        """Records longer than max_length: XTuner cuts them there (the end of the answer is never learned)."""
+        return sum(n > self.max_length for n in self.lengths)
 
-def plan_training(config: Path, gpus: int) -> TrainPlan:
-    """Build the training set exactly as XTuner will (packing included) and count iterations."""
+    @property
+    def cut_tokens(self) -> int:
+        return sum(max(0, n - self.max_length) for n in self.lengths)
+
+
+def load_xtuner_config(config: Path):  # -> mmengine.Config
     from xtflow.xtuner_tools import apply_cpu_shim
 
     apply_cpu_shim()
     from mmengine.config import Config
+
+    return Config.fromfile(str(config))
+
+
+def record_lengths(cfg, records: list[dict]) -> list[int]:
+    """Tokens of each record as XTuner's `encode_fn` makes them (prompt template, BOS/EOS, every turn),
+    before it cuts them at `max_length`. Identical records are encoded once."""
+    from xtuner.dataset.utils import encode_fn
     from xtuner.registry import BUILDER
 
-    cfg = Config.fromfile(str(config))
+    ds = cfg.train_dataloader.dataset
+    tokenizer = BUILDER.build(ds.tokenizer)
+    template_map_fn = BUILDER.build(ds.template_map_fn) if ds.get("template_map_fn") else None
+    by_text: dict[str, int] = {}
+    lengths = []
+    for record in records:
+        key = json.dumps(record, sort_keys=True, ensure_ascii=False)
+        if key not in by_text:
+            example = {"conversation": [dict(turn) for turn in record["conversation"]]}
+            if template_map_fn is not None:
+                example = {**example, **template_map_fn(example)}
+            by_text[key] = len(encode_fn(example, tokenizer, max_length=math.inf)["input_ids"])
+        lengths.append(by_text[key])
+    return lengths
+
+
+def plan_training(config: Path, gpus: int) -> TrainPlan:
+    """Build the training set exactly as XTuner will (packing included) and count iterations
+    and the records XTuner will cut at max_length."""
+    cfg = load_xtuner_config(config)
+    from xtuner.registry import BUILDER
+
     try:
         samples = len(BUILDER.build(cfg.train_dataloader.dataset))
     except ValueError as e:
@@ -60,9 +108,26 @@ def plan_training(config: Path, gpus: int) -> TrainPlan:
     max_epochs = int(cfg.train_cfg.max_epochs)
     # mmengine converts the epoch-based warmup `end` with int(end * epoch_length).
     warmup = int(cfg.warmup_ratio * max_epochs * iters) if "warmup_ratio" in cfg else 0
-    records = len(json.loads(Path(cfg.data_path).read_text(encoding="utf-8")))
+    records = json.loads(Path(cfg.data_path).read_text(encoding="utf-8"))
     packed = bool(cfg.train_dataloader.dataset.get("pack_to_max_length", False))
-    return TrainPlan(records, samples, packed, iters, max_epochs, warmup)
+    lengths = tuple(record_lengths(cfg, records))
+    return TrainPlan(
+        len(records), samples, packed, iters, max_epochs, warmup, int(cfg.max_length), lengths, float(cfg.lr)
+    )
+
+
+def check_identity_fits(plan: TrainPlan, records: list[dict], identity_answers: Sequence[str]) -> None:
+    """Refuse when a generated identity record is longer than max_length: XTuner would cut the
+    identity answer itself, and the model would never learn it whole."""
+    for record, n in zip(records, plan.lengths):
+        answer = record["conversation"][0]["output"]
+        if n > plan.max_length and answer in identity_answers:
+            shown = answer if len(answer) <= 40 else answer[:37] + "..."
+            raise XtflowError(
+                f"config key 'xtuner.max_length': {plan.max_length} tokens cannot hold the identity answer "
+                f"{shown!r} (the record is {n} tokens with its question and the prompt template): "
+                "raise xtuner.max_length or shorten assistant.name, assistant.maker or dataset.answer"
+            )
 
 
 def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
@@ -83,13 +148,14 @@ def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
 
 
 def last_checkpoint(work_dir: Path) -> Path:
-    """The checkpoint mmengine recorded as newest in `work_dir/last_checkpoint`."""
+    """The checkpoint mmengine recorded as newest in `work_dir/last_checkpoint`, inside `work_dir`.
+
+    mmengine writes its absolute path there; in a copied or moved run that path names the
+    original's file, so only its name is taken."""
     marker = work_dir / "last_checkpoint"
     if not marker.is_file():
         raise XtflowError(f"{work_dir}: training finished without a checkpoint (no last_checkpoint file)")
-    ckpt = Path(marker.read_text(encoding="utf-8").strip())
-    if not ckpt.is_absolute():
-        ckpt = work_dir / ckpt.name
+    ckpt = work_dir / Path(marker.read_text(encoding="utf-8").strip()).name
     if not ckpt.exists():
         raise XtflowError(f"{marker}: names {ckpt}, which does not exist")
     return ckpt
@@ -116,9 +182,11 @@ def publish_checkpoint(ckpt: Path, handle: Path) -> None:
     if handle.is_dir() and not handle.is_symlink():
         shutil.rmtree(handle)
     os.replace(tmp, handle)
+    os.utime(handle)  # newer than the inputs, also when a finished training is reused
 
 
 FINGERPRINT = "xtflow_fingerprint.json"
+FINISHED = "xtflow_finished"  # written when a training of the fingerprinted inputs ran to its end
 ITER = re.compile(r"^iter_(\d+)\.pth$")
 
 
@@ -163,36 +231,120 @@ def check_checkpoint(ckpt: Path) -> None:
             ) from None
 
 
-def prepare_work_dir(work_dir: Path, fp: str, plan: TrainPlan, say: Callable[[str], None]) -> Path | None:
-    """Decide between resuming and starting fresh; return the checkpoint to resume from, if any.
+@dataclass(frozen=True)
+class Start:
+    """How a training starts: from nothing, resumed from a checkpoint, or not at all (finished)."""
 
-    Resumes only when the work dir was made for exactly this config, data and base model
-    and its newest checkpoint is not the final one. Otherwise old checkpoints are moved
-    aside to `<work_dir>.stale` (one generation kept), never silently reused.
-    """
+    resume_from: Path | None = None  # the newest checkpoint of an interrupted training of these inputs
+    finished: Path | None = None  # the final checkpoint of a finished training of these inputs
+
+
+def _generation(work_dir: Path, fp: str) -> tuple[bool, Path | None]:
+    """(made for these inputs?, newest checkpoint or None) of a work directory."""
     marker = work_dir / FINGERPRINT
-    if work_dir.exists():
-        same = marker.is_file() and marker.read_text(encoding="utf-8").strip() == fp
-        newest = last_checkpoint(work_dir) if (work_dir / "last_checkpoint").is_file() else None
-        if same and newest is not None and iteration_of(newest) < plan.total_iters:
-            check_checkpoint(newest)
+    same = marker.is_file() and marker.read_text(encoding="utf-8").strip() == fp
+    newest = last_checkpoint(work_dir) if (work_dir / "last_checkpoint").is_file() else None
+    return same, newest
+
+
+def prepare_work_dir(work_dir: Path, fp: str, plan: TrainPlan, say: Callable[[str], None]) -> Start:
+    """Decide between reusing, resuming and starting fresh.
+
+    Only checkpoints made for exactly this config, data and base model are used: a finished
+    training of them is reused as it is, an interrupted one resumes from its newest checkpoint.
+    The previous generation (`<work_dir>.stale`) is swapped back in when it was made for these
+    inputs (a change that was reverted). Checkpoints of other inputs are moved aside to
+    `<work_dir>.stale` (one generation kept), never resumed.
+    """
+    stale = work_dir.with_name(work_dir.name + ".stale")
+    same, newest = _generation(work_dir, fp) if work_dir.exists() else (False, None)
+    if not same and stale.is_dir() and _generation(stale, fp)[0]:
+        aside = work_dir.with_name(work_dir.name + ".swap")
+        if aside.exists():
+            shutil.rmtree(aside)
+        if work_dir.exists():
+            work_dir.rename(aside)
+        stale.rename(work_dir)
+        if aside.exists():
+            aside.rename(stale)
+        say(f"xtflow: {stale} was made from these same inputs (a change was reverted): swapped it back in")
+        same, newest = _generation(work_dir, fp)
+    if same and newest is not None:
+        finished = (work_dir / FINISHED).is_file() or iteration_of(newest) >= plan.total_iters
+        check_checkpoint(newest)
+        if finished:
             say(
-                f"xtflow: resuming from {newest} (iteration {iteration_of(newest)} of {plan.total_iters}); "
-                "config, data and base model unchanged"
+                f"xtflow: reusing the finished training in {work_dir} ({newest.name}): config, data and "
+                "base model unchanged, nothing to retrain"
             )
-            return newest
-        stale = work_dir.with_name(work_dir.name + ".stale")
+            return Start(finished=newest)
+        say(
+            f"xtflow: resuming from {newest} (iteration {iteration_of(newest)} of {plan.total_iters}); "
+            "config, data and base model unchanged"
+        )
+        return Start(resume_from=newest)
+    if work_dir.exists():
         if stale.exists():
             shutil.rmtree(stale)
         if newest is not None or any(work_dir.glob("iter_*.pth")):
-            why = "finished before" if same else "made with another config, dataset or base model"
-            say(f"xtflow: not resuming: the checkpoints in {work_dir} were {why}; moved them to {stale}")
+            say(
+                f"xtflow: not resuming: the checkpoints in {work_dir} were made with another config, dataset "
+                f"or base model; moved them to {stale}"
+            )
             work_dir.rename(stale)
         else:
             shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True)
-    marker.write_text(fp + "\n", encoding="utf-8")
-    return None
+    (work_dir / FINGERPRINT).write_text(fp + "\n", encoding="utf-8")
+    return Start()
+
+
+@contextmanager
+def work_dir_lock(work_dir: Path) -> Iterator[int]:
+    """Hold xtflow's lock on `work_dir` (an flock on `.<name>.lock` beside it); yield its descriptor.
+
+    The kernel releases it when every process holding the descriptor has ended, crashed or been
+    killed, so it is never stale. Pass the descriptor on to the training process, so a training
+    that outlives this process still holds it. A second trainer is refused, whatever Snakemake's
+    own lock says (it can be removed with `--unlock` while a run is live)."""
+    lock = work_dir.with_name(f".{work_dir.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise XtflowError(
+                f"{work_dir} is in use by another training (started by process {holder}): a second run "
+                "must not train into it; wait for that training to end or stop it, then run again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)
+
+
+NON_FINITE = re.compile(r"NonFiniteLossError: (.+)$", re.M)
+
+
+def training_failure(log: Path, plan: TrainPlan, failure: XtflowError) -> XtflowError:
+    """The one line for a failed XTuner training: the learning rate named where it is the cause
+    (a nan/inf loss, stopped by xtflow.xtuner_plugins.StopAtNonFiniteLoss; an optimizer step that
+    overflows 32-bit floats before any loss is seen), else `failure` (XTuner's own last error)."""
+    from xtflow.xtuner_tools import last_error_line
+
+    stopped = NON_FINITE.findall(log.read_text(encoding="utf-8", errors="replace"))
+    if stopped:
+        return XtflowError(stopped[-1].strip())
+    last = last_error_line(log)
+    if "without overflow" in last or last.startswith("OverflowError"):
+        return XtflowError(
+            f"config key 'xtuner.lr': {plan.lr}: the optimizer's first step overflowed ({last}); "
+            "training stopped there. Lower xtuner.lr"
+        )
+    return failure
 
 
 def train(
@@ -206,32 +358,48 @@ def train(
     gpus: int,
     warmup_ratio: float,
     log_interval: int = 10,
+    identity_answers: Sequence[str] = (),
 ) -> None:
-    """Check the plan, train (resuming an interrupted run of the same inputs), publish the final checkpoint."""
-    plan = plan_training(config, gpus)
-    check_plan(plan, warmup_ratio)
+    """Take the work directory's lock, check the plan, train (resuming an interrupted training of the
+    same inputs, reusing a finished one), publish the final checkpoint."""
+    with work_dir_lock(work_dir) as lock:  # first: a second trainer is refused at once
+        plan = plan_training(config, gpus)
+        check_plan(plan, warmup_ratio)
+        check_identity_fits(plan, json.loads(data.read_text(encoding="utf-8")), identity_answers)
 
-    def say(line: str) -> None:
-        with open(log, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
+        def say(line: str) -> None:
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
 
-    say(
-        f"xtflow: {plan.samples} samples, {plan.iters_per_epoch} iterations/epoch x {plan.max_epochs} epoch(s) "
-        f"= {plan.total_iters} iterations, {plan.warmup_iters} warmup"
-    )
-    if not plan.packed and plan.samples < plan.records:
         say(
-            f"xtflow: warning: XTuner dropped {plan.records - plan.samples} of {plan.records} records whose prompt "
-            "fills xtuner.max_length (no answer tokens left to learn)"
+            f"xtflow: {plan.samples} samples, {plan.iters_per_epoch} iterations/epoch x {plan.max_epochs} "
+            f"epoch(s) = {plan.total_iters} iterations, {plan.warmup_iters} warmup; {plan.cut_records} of "
+            f"{plan.records} records longer than max_length {plan.max_length} ({plan.cut_tokens} tokens cut)"
         )
-    resume = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
-    args = [str(config), "--work-dir", str(work_dir)]
-    if resume is not None:
-        args += ["--resume", str(resume)]
-    if deepspeed:
-        args += ["--deepspeed", deepspeed]
-    # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
-    args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
-    run_tool("train", args, log, gpus=gpus)
-    # (With packing, XTuner shuffles before packing: its sample count can differ by one from the plan's.)
-    publish_checkpoint(last_checkpoint(work_dir), handle)
+        if not plan.packed and plan.samples < plan.records:
+            say(
+                f"xtflow: warning: XTuner dropped {plan.records - plan.samples} of {plan.records} records whose "
+                "prompt fills xtuner.max_length (no answer tokens left to learn)"
+            )
+        if plan.cut_records:
+            warn(
+                f"{plan.cut_records} of {plan.records} training records are longer than xtuner.max_length "
+                f"{plan.max_length}: XTuner cuts them there ({plan.cut_tokens} tokens never learned; the longest "
+                f"record has {max(plan.lengths)})"
+            )
+        start = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
+        if start.finished is None:
+            args = [str(config), "--work-dir", str(work_dir)]
+            if start.resume_from is not None:
+                args += ["--resume", str(start.resume_from)]
+            if deepspeed:
+                args += ["--deepspeed", deepspeed]
+            # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
+            args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
+            try:
+                run_tool("train", args, log, gpus=gpus, keep_fds=(lock,))
+            except XtflowError as failure:
+                raise training_failure(log, plan, failure) from None
+            (work_dir / FINISHED).write_text(last_checkpoint(work_dir).name + "\n", encoding="utf-8")
+        # (With packing, XTuner shuffles before packing: its sample count can differ by one from the plan's.)
+        publish_checkpoint(last_checkpoint(work_dir), handle)

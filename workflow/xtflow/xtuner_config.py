@@ -222,6 +222,8 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
     ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
     ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
+    # Stop at the first nan/inf loss, naming the learning rate (xtflow.xtuner_plugins.StopAtNonFiniteLoss).
+    ed.insert_before(ed.assignment("default_hooks"), "custom_hooks += [dict(type=StopAtNonFiniteLoss)]  # xtflow")
 
     ed.insert_after_imports(PLUGIN_IMPORT)
     if s.device == "cpu":
@@ -229,7 +231,10 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     return ed.result()
 
 
-PLUGIN_IMPORT = "from xtflow.xtuner_plugins import BatchedEvaluateChatHook, FastLoraSupervisedFinetune  # xtflow"
+PLUGIN_IMPORT = (
+    "from xtflow.xtuner_plugins import BatchedEvaluateChatHook, FastLoraSupervisedFinetune, StopAtNonFiniteLoss"
+    "  # xtflow"
+)
 
 
 HEADER = """\

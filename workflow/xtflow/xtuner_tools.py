@@ -69,11 +69,19 @@ def tool_command(tool: str, args: Sequence[str], gpus: int = 1) -> list[str]:
     return [sys.executable, "-m", "xtflow.xtuner_tools", tool, *args]
 
 
-def run_tool(tool: str, args: Sequence[str], log: Path, gpus: int = 1, env: dict[str, str] | None = None) -> None:
+def run_tool(
+    tool: str,
+    args: Sequence[str],
+    log: Path,
+    gpus: int = 1,
+    env: dict[str, str] | None = None,
+    keep_fds: Sequence[int] = (),
+) -> None:
     """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails.
 
     A SIGTERM or SIGINT to this process (Snakemake stopping, SLURM's wall-time kill) is passed
     on to the tool, which is waited for, so no orphaned training keeps writing checkpoints.
+    `keep_fds` stay open in the tool (a lock it must hold for as long as it runs).
     """
     cmd = tool_command(tool, args, gpus)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +94,7 @@ def run_tool(tool: str, args: Sequence[str], log: Path, gpus: int = 1, env: dict
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             preexec_fn=_default_stop_signals,
+            pass_fds=tuple(keep_fds),
         )
         with _forward_signals(proc) as received:
             returncode = proc.wait()
