@@ -7,6 +7,8 @@ from xtflow import paths
 from xtflow.base_model import check_model_dir
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
+from xtflow.publish import card_settings
+from xtflow.push import check_ready
 from xtflow.settings import validate
 
 
@@ -88,7 +90,11 @@ def gres_resource(device, count):
 
 onstart:
     # Snakemake deletes and creates outputs before a job runs: check the output trees first.
+    # A push that cannot succeed (no repository, no token) stops here, before any job runs (only an
+    # explicit target pushes: nothing depends on the push's record).
     try:
         check_writable([Path(d) for d in ("results", "resources", "logs", "benchmarks")])
+        if {"push", paths.PUSH_RECORD} & {str(t) for t in workflow.dag_settings.targets}:
+            check_ready(config["publish"])
     except XtflowError as e:
         sys.exit(f"xtflow: error: {e}")

@@ -1,0 +1,427 @@
+"""Build what xtflow publishes: results/publish/model, the merged model as a model hub repository, and
+results/publish/adapter, the LoRA adapter alone; each with its model card (xtflow.model_card).
+
+- Weights are hard links to the final model's and the adapter's files (copies across file systems).
+- The tokenizer prompts exactly as training did: its chat template is kept where it renders what
+  XTuner's prompt template does, and replaced by one that does where not.
+- generation_config.json ends a reply at the prompt template's stop tokens (`<|im_end|>` for
+  internlm2_chat) as well as the model's EOS.
+- The base model's remote code (`*.py`, for `trust_remote_code`) and license files come along.
+- Nothing names a path of this machine: `_name_or_path` and the adapter's `base_model_name_or_path`
+  name the base model by its hub id, or by `resources/base_model` (where an xtflow run keeps it);
+  a last check refuses a folder in which any file holds the run's, the workflow's or the base
+  model's absolute path.
+- The same run gives byte-identical folders: no dates, sorted `target_modules`, sorted JSON keys.
+
+Uploading them is another stage (xtflow.push).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+from xtflow import paths
+from xtflow.base_model import base_model_hub_id
+from xtflow.errors import XtflowError
+from xtflow.fsutil import atomic_dir, atomic_write_text, link_or_copy
+from xtflow.model_card import LANGUAGE_NAMES, TAGS, Evaluation, adapter_snippet, cell, cells, chat_snippet, render_card
+
+LICENSE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "COPYING*")
+TOKENIZER_FILES = (
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "*.tiktoken",
+    "chat_template*",
+)
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pth", "*.pt")
+# what the workflow leaves in its outputs that is not part of a model (Snakemake's directory timestamp)
+NOT_PUBLISHED = (".*", "README.md")
+
+
+@dataclass(frozen=True)
+class PublishInputs:
+    """The files a published folder is made from (all outputs of earlier stages)."""
+
+    final_model: Path
+    adapter: Path
+    base_model: Path
+    summary: Path
+    replies: Path
+    dataset: Path
+    loss_csv: Path
+
+
+def card_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The values of the validated config that the published folders depend on (the `publish` rule's
+    params: changing anything else reruns nothing here). No paths: a local base model is named by
+    its directory's name only."""
+    ds, base, pub = config["dataset"], config["base_model"], config["publish"]
+    return {
+        "assistant": config["assistant"],
+        "base": {
+            "hub_id": base_model_hub_id(config),
+            "local_name": Path(base["path"]).name if base["path"] else None,
+            "tiny": None if base["path"] else {**base["tiny"], "general_skill": base["general_skill"]},
+        },
+        "dataset": {
+            "files": len(ds["files"]),
+            "general_records": ds["general_records"],
+            "languages": [lang for lang in ("en", "zh") if ds["questions"][lang]],
+            "questions": {lang: len(q) for lang, q in ds["questions"].items()},
+            "records": ds["records"],
+            "seed": ds["seed"],
+        },
+        "evaluation_max_new_tokens": config["evaluation"]["max_new_tokens"],
+        "publish": {k: pub[k] for k in ("adapter_repo_id", "hub", "license", "repo_id")},
+        "recipe": config["recipe"],
+        "train": {k: config["train"][k] for k in ("deepspeed", "gpus")},
+        "xtuner": config["xtuner"],
+    }
+
+
+def publish(inputs: PublishInputs, settings: dict[str, Any], out_model: Path, out_adapter: Path) -> None:
+    """Write both published folders (each all or nothing)."""
+    base = BaseFacts.read(inputs.base_model, settings)
+    facts = card_text_facts(inputs, settings)
+    with atomic_dir(out_model) as tmp:
+        build_model_folder(inputs, settings, base, facts, tmp)
+        check_no_machine_paths(tmp, machine_paths(inputs.base_model), out_model)
+    with atomic_dir(out_adapter) as tmp:
+        build_adapter_folder(inputs, settings, base, facts, out_model, tmp)
+        check_no_machine_paths(tmp, machine_paths(inputs.base_model), out_adapter)
+
+
+# -- the base model ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    """What the published folders say about the base model."""
+
+    hub_id: str | None
+    name: str  # portable: the hub id, or where an xtflow run keeps the base model
+    text: str  # for the card
+    license: dict[str, str]  # license (+ license_name, license_link), possibly empty
+    license_from_base: bool
+    remote_code: bool
+
+    @classmethod
+    def read(cls, base_dir: Path, settings: dict[str, Any]) -> BaseFacts:
+        b = settings["base"]
+        if b["hub_id"]:
+            text = f"[{b['hub_id']}](https://huggingface.co/{b['hub_id']})"
+        elif b["tiny"]:
+            t = b["tiny"]
+            taught = " and taught a small general Q&A set" if t["general_skill"] else ""
+            text = (
+                f"xtflow's tiny default ({t['num_layers']} layers, hidden size {t['hidden_size']}, "
+                f"vocabulary {t['vocab_size']}; random weights{taught}), built by the run and not published"
+            )
+        else:
+            text = f"a local model, `{b['local_name']}` (set `publish.base_model_id` to name its hub id)"
+        found = license_of(base_dir, settings["publish"]["license"])
+        return cls(
+            hub_id=b["hub_id"],
+            name=b["hub_id"] or paths.BASE_MODEL,
+            text=text,
+            license=found or ({"license": settings["publish"]["license"]} if settings["publish"]["license"] else {}),
+            license_from_base=bool(found),
+            remote_code=bool(read_json(base_dir / "config.json").get("auto_map")),
+        )
+
+
+def license_of(base_dir: Path, configured: str | None) -> dict[str, str]:
+    """The base model's license (license, license_name, license_link) from the front matter of its
+    README.md; empty where it names none. A configured license (`publish.license`) other than the
+    base model's is refused: a fine-tuned model keeps its base model's license."""
+    from huggingface_hub import metadata_load
+
+    readme = base_dir / "README.md"
+    meta = (metadata_load(readme) or {}) if readme.is_file() else {}
+    found = {k: str(meta[k]) for k in ("license", "license_name", "license_link") if meta.get(k)}
+    if "license" in found:
+        if configured and configured != found["license"]:
+            raise XtflowError(
+                f"config key 'publish.license': '{configured}' differs from the base model's license "
+                f"'{found['license']}' (its README.md); a fine-tuned model keeps its base model's license"
+            )
+    return found
+
+
+def machine_paths(base_dir: Path) -> list[str]:
+    """Absolute paths of this machine that nothing published may name: the run directory, the
+    workflow's checkout and the base model's real directory."""
+    found = [Path.cwd().resolve(), Path(__file__).resolve().parents[2]]
+    config = base_dir / "config.json"
+    if config.is_symlink():
+        found.append(config.resolve().parent)
+    return sorted({str(p) for p in found if len(p.parts) > 2})
+
+
+def check_no_machine_paths(folder: Path, needles: list[str], shown_as: Path) -> None:
+    """Refuse a folder in which a file (a safetensors file: its header) holds one of `needles`."""
+    encoded = [(n, n.encode("utf-8")) for n in needles]
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = safetensors_header(path) if path.suffix == ".safetensors" else path.read_bytes()
+        for needle, raw in encoded:
+            if raw in data:
+                raise XtflowError(
+                    f"{shown_as}/{path.relative_to(folder)} holds a path of this machine ({needle}): not published"
+                )
+
+
+def safetensors_header(path: Path) -> bytes:
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        return f.read(size)
+
+
+# -- files ---------------------------------------------------------------------------------------------
+
+
+def matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch(name, p) for p in patterns)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def copy_files(src: Path, dst: Path, keep: Any) -> list[str]:
+    """Link or copy the files of `src` whose name `keep(name)` accepts; returns their names."""
+    names = sorted(p.name for p in src.iterdir() if p.is_file() and keep(p.name))
+    for name in names:
+        link_or_copy(src / name, dst / name)
+    return names
+
+
+def remote_code_modules(auto_map: dict[str, Any]) -> set[str]:
+    """The module files an `auto_map` names (`modeling_internlm2.InternLM2ForCausalLM` ->
+    modeling_internlm2.py; entries of another repository, `repo--module.Class`, are not files here)."""
+    refs = [r for v in auto_map.values() for r in (v if isinstance(v, list) else [v]) if r]
+    return {r.rsplit(".", 1)[0] + ".py" for r in refs if "--" not in r}
+
+
+# -- the merged model ----------------------------------------------------------------------------------
+
+
+def build_model_folder(
+    inputs: PublishInputs, settings: dict[str, Any], base: BaseFacts, facts: dict[str, Any], out: Path
+) -> None:
+    final = inputs.final_model
+    rewritten = {"config.json", "generation_config.json", "tokenizer_config.json"}
+    copy_files(final, out, lambda n: not matches(n, NOT_PUBLISHED) and n not in rewritten)
+    # remote code and license files of the base model that the merge did not carry over
+    copy_files(
+        inputs.base_model,
+        out,
+        lambda n: (n.endswith(".py") or matches(n, LICENSE_FILES)) and not (out / n).exists(),
+    )
+    config = read_json(final / "config.json")
+    config["_name_or_path"] = base.name
+    write_json(out / "config.json", config)
+    write_tokenizer_config(final, settings["xtuner"]["prompt_template"], out)
+    write_generation_config(final, settings["xtuner"]["prompt_template"], out)
+    for name in ("tokenizer_config.json", "config.json"):
+        missing = remote_code_modules(read_json(out / name).get("auto_map", {})) - {p.name for p in out.iterdir()}
+        if missing:
+            raise XtflowError(
+                f"{final}/{name} names remote code that neither it nor the base model has: {sorted(missing)}"
+            )
+    link_or_copy(inputs.adapter / "xtuner_config.py", out / "xtuner_config.py")
+    atomic_write_text(out / "README.md", model_card("model", settings, base, facts))
+
+
+def xtuner_template(name: str) -> dict[str, Any]:
+    from xtuner.utils import PROMPT_TEMPLATE
+
+    return dict(PROMPT_TEMPLATE[name])
+
+
+def write_tokenizer_config(model_dir: Path, prompt_template: str, out: Path) -> None:
+    """tokenizer_config.json with a chat template that renders what XTuner trained on: the model's own
+    where it already does (checked on a few conversations), else one made from the prompt template."""
+    from transformers import AutoTokenizer
+
+    from xtflow.chat_model import chat_template_jinja, render_prompt
+
+    template = xtuner_template(prompt_template)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    data = read_json(model_dir / "tokenizer_config.json")
+    bos = tokenizer.bos_token if tokenizer.bos_token_id is not None else None
+
+    def renders_as_trained(chat_template: str | None) -> bool:
+        if not chat_template:
+            return False
+        for system, history in (("", []), ("Be brief.", []), ("", [("Hi", "Hello!")]), ("Be brief.", [("1+1?", "2")])):
+            messages = [{"role": "system", "content": system}] if system else []
+            for q, a in history:
+                messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+            messages.append({"role": "user", "content": "Who are you?"})
+            try:
+                got = tokenizer.apply_chat_template(
+                    messages, chat_template=chat_template, tokenize=False, add_generation_prompt=True
+                )
+            except Exception:  # a template that refuses a system message, say: not what XTuner trained on
+                return False
+            if got != (bos or "") + render_prompt(template, system, history, "Who are you?"):
+                return False
+        return True
+
+    if not renders_as_trained(data.get("chat_template")):
+        data["chat_template"] = chat_template_jinja(template, bos)
+        if not renders_as_trained(data["chat_template"]):
+            raise XtflowError(f"could not write a chat template for XTuner's prompt template '{prompt_template}'")
+    data.pop("name_or_path", None)
+    write_json(out / "tokenizer_config.json", data)
+
+
+def write_generation_config(model_dir: Path, prompt_template: str, out: Path) -> None:
+    """generation_config.json whose eos_token_id also holds the prompt template's stop tokens."""
+    from transformers import AutoTokenizer
+
+    from xtflow.chat_model import stop_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)
+    path = model_dir / "generation_config.json"
+    data = read_json(path) if path.is_file() else {}
+    data["eos_token_id"] = stop_token_ids(tokenizer, xtuner_template(prompt_template), data.get("eos_token_id"))
+    if data.get("pad_token_id") is None:
+        data["pad_token_id"] = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else data["eos_token_id"][0]
+    if data.get("bos_token_id") is None and tokenizer.bos_token_id is not None:
+        data["bos_token_id"] = tokenizer.bos_token_id
+    write_json(out / "generation_config.json", data)
+
+
+# -- the adapter ---------------------------------------------------------------------------------------
+
+
+def build_adapter_folder(
+    inputs: PublishInputs, settings: dict[str, Any], base: BaseFacts, facts: dict[str, Any], model: Path, out: Path
+) -> None:
+    adapter = inputs.adapter
+    copy_files(adapter, out, lambda n: not matches(n, NOT_PUBLISHED) and n != "adapter_config.json")
+    config = read_json(adapter / "adapter_config.json")
+    config["base_model_name_or_path"] = base.name
+    if isinstance(config.get("target_modules"), list):  # peft writes a set as a list in any order
+        config["target_modules"] = sorted(config["target_modules"])
+    write_json(out / "adapter_config.json", config)
+    # the tokenizer (with the chat template it was trained with), its remote code, the stop tokens
+    tokenizer_code = remote_code_modules(read_json(model / "tokenizer_config.json").get("auto_map", {}))
+    copy_files(model, out, lambda n: matches(n, TOKENIZER_FILES + LICENSE_FILES) or n in tokenizer_code)
+    link_or_copy(model / "generation_config.json", out / "generation_config.json")
+    atomic_write_text(out / "README.md", model_card("adapter", settings, base, facts))
+
+
+# -- the cards -----------------------------------------------------------------------------------------
+
+
+def card_text_facts(inputs: PublishInputs, settings: dict[str, Any]) -> dict[str, Any]:
+    """What both cards show: evaluation, training, dataset statistics, software."""
+    import platform
+
+    from xtflow.report import dataset_statistics, versions
+
+    stats, _, _ = dataset_statistics(inputs.dataset, inputs.base_model)
+    with inputs.loss_csv.open(encoding="utf-8", newline="") as f:
+        losses = list(csv.DictReader(f))
+    ds = settings["dataset"]
+    parts = [
+        f"{ds['records']} identity records generated from {ds['questions']['en']} English and "
+        f"{ds['questions']['zh']} Chinese questions (seed {ds['seed']})"
+    ]
+    if ds["general_records"]:
+        parts.append(f"{ds['general_records']} records of xtflow's general Q&A set")
+    if ds["files"]:
+        parts.append(f"the records of {ds['files']} dataset file(s) of the user's")
+    xt = settings["xtuner"]
+    training = {"recipe": settings["recipe"]}
+    training.update({f"xtuner.{k}": v for k, v in xt.items() if k != "lora"})
+    training.update({f"xtuner.lora.{k}": v for k, v in xt["lora"].items()})
+    training.update({f"train.{k}": v for k, v in settings["train"].items()})
+    software = {"python": platform.python_version()}
+    software.update({k: v for k, v in versions().items() if v != "not installed"})
+    last = losses[-1] if losses else None
+    return {
+        "evaluation": Evaluation.read(inputs.summary, inputs.replies),
+        "parameters": f"{parameter_count(inputs.final_model):,}",
+        "iterations_text": f"{last['iter']} iterations, last logged training loss {float(last['loss']):.4f}"
+        if last
+        else "no iterations logged",
+        "dataset_text": "The training set: " + "; ".join(parts) + ".",
+        "dataset_stats": cells(stats),
+        "training": cells(training),
+        "versions": cells(software),
+        "xtuner_version": software.get("xtuner", "?"),
+    }
+
+
+def parameter_count(model_dir: Path) -> int:
+    """Parameters in a model's safetensors files (read from their headers)."""
+    total = 0
+    for path in sorted(model_dir.glob("*.safetensors")):
+        for name, entry in json.loads(safetensors_header(path)).items():
+            if name != "__metadata__":
+                n = 1
+                for dim in entry["shape"]:
+                    n *= dim
+                total += n
+    return total
+
+
+def model_card(kind: str, settings: dict[str, Any], base: BaseFacts, facts: dict[str, Any]) -> str:
+    """README.md of the published model (`kind` model) or adapter (`kind` adapter)."""
+    name, pub, xt = settings["assistant"]["name"], settings["publish"], settings["xtuner"]
+    repo = pub["repo_id"] if kind == "model" else pub["adapter_repo_id"]
+    hub_repo = repo if pub["hub"] == "huggingface" and repo else "."
+    if kind == "model":
+        snippet = chat_snippet(hub_repo, xt["system"], base.remote_code)
+    else:
+        snippet = adapter_snippet(base.name, hub_repo, xt["system"], base.remote_code)
+    title = name if kind == "model" else f"{name} (LoRA adapter)"
+    languages = settings["dataset"]["languages"]
+    evaluation: Evaluation = facts["evaluation"]
+    metadata = {
+        "base_model": base.hub_id,
+        **base.license,
+        "language": languages or None,
+        "library_name": "transformers" if kind == "model" else "peft",
+        "pipeline_tag": "text-generation",
+        "tags": TAGS,
+        "model_name": title,
+        "eval_results": evaluation.eval_results(f"xtflow probes: {evaluation.probes_text()}") or None,
+    }
+    license_id = base.license.get("license_name") or base.license.get("license")
+    text = {
+        "title": title,
+        "name": cell(name),
+        "maker": cell(settings["assistant"]["maker"]),
+        "base_text": base.text,
+        "base_on_hub": bool(base.hub_id),
+        "license_text": (f"`{license_id}`" + (", the base model's" if base.license_from_base else ""))
+        if license_id
+        else "none given (set `publish.license`)",
+        "languages_text": ", ".join(LANGUAGE_NAMES.get(x, x) for x in languages) or "those of the dataset files",
+        "prompt_template": xt["prompt_template"],
+        "snippet": snippet,
+        "max_new_tokens": settings["evaluation_max_new_tokens"],
+        "probe_sizes_text": evaluation.probes_text(),
+        "evaluation": evaluation.table(),
+        "base_config": xt["base_config"],
+        "recipe": settings["recipe"],
+        "tiny": bool(settings["base"]["tiny"]),
+        **{k: v for k, v in facts.items() if k != "evaluation"},
+    }
+    return render_card(kind, metadata, text)
