@@ -350,7 +350,7 @@ def test_generation_config_stops_at_the_templates_stop_token(published: Path, tm
 
 def test_license_comes_from_the_base_model(tmp_path: Path) -> None:
     from xtflow.errors import XtflowError
-    from xtflow.publish import license_of
+    from xtflow.model_card import license_of
 
     (tmp_path / "README.md").write_text("---\nlicense: other\nlicense_name: internlm\n---\n# base\n")
     assert license_of(tmp_path, None) == {"license": "other", "license_name": "internlm"}

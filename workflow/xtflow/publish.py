@@ -13,23 +13,21 @@ results/publish/adapter, the LoRA adapter alone; each with its model card (xtflo
   model's absolute path.
 - The same run gives byte-identical folders: no dates, sorted `target_modules`, sorted JSON keys.
 
-Uploading them is another stage (xtflow.push).
+What the cards say is xtflow.model_card; uploading the folders is another stage (xtflow.push).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from xtflow import paths
 from xtflow.base_model import base_model_hub_id
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir, atomic_write_text, link_or_copy
-from xtflow.model_card import LANGUAGE_NAMES, TAGS, Evaluation, adapter_snippet, cell, cells, chat_snippet, render_card
+from xtflow.model_card import BaseFacts, card_facts, model_card, read_json, safetensors_header
 
 LICENSE_FILES = ("LICENSE*", "LICENCE*", "NOTICE*", "COPYING*")
 TOKENIZER_FILES = (
@@ -41,7 +39,6 @@ TOKENIZER_FILES = (
     "*.tiktoken",
     "chat_template*",
 )
-WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pth", "*.pt")
 # what the workflow leaves in its outputs that is not part of a model (Snakemake's directory timestamp)
 NOT_PUBLISHED = (".*", "README.md")
 
@@ -90,70 +87,16 @@ def card_settings(config: dict[str, Any]) -> dict[str, Any]:
 def publish(inputs: PublishInputs, settings: dict[str, Any], out_model: Path, out_adapter: Path) -> None:
     """Write both published folders (each all or nothing)."""
     base = BaseFacts.read(inputs.base_model, settings)
-    facts = card_text_facts(inputs, settings)
+    facts = card_facts(
+        inputs.final_model, inputs.dataset, inputs.base_model, inputs.summary, inputs.replies, inputs.loss_csv, settings
+    )
+    needles = machine_paths(inputs.base_model)
     with atomic_dir(out_model) as tmp:
         build_model_folder(inputs, settings, base, facts, tmp)
-        check_no_machine_paths(tmp, machine_paths(inputs.base_model), out_model)
+        check_no_machine_paths(tmp, needles, out_model)
     with atomic_dir(out_adapter) as tmp:
         build_adapter_folder(inputs, settings, base, facts, out_model, tmp)
-        check_no_machine_paths(tmp, machine_paths(inputs.base_model), out_adapter)
-
-
-# -- the base model ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BaseFacts:
-    """What the published folders say about the base model."""
-
-    hub_id: str | None
-    name: str  # portable: the hub id, or where an xtflow run keeps the base model
-    text: str  # for the card
-    license: dict[str, str]  # license (+ license_name, license_link), possibly empty
-    license_from_base: bool
-    remote_code: bool
-
-    @classmethod
-    def read(cls, base_dir: Path, settings: dict[str, Any]) -> BaseFacts:
-        b = settings["base"]
-        if b["hub_id"]:
-            text = f"[{b['hub_id']}](https://huggingface.co/{b['hub_id']})"
-        elif b["tiny"]:
-            t = b["tiny"]
-            taught = " and taught a small general Q&A set" if t["general_skill"] else ""
-            text = (
-                f"xtflow's tiny default ({t['num_layers']} layers, hidden size {t['hidden_size']}, "
-                f"vocabulary {t['vocab_size']}; random weights{taught}), built by the run and not published"
-            )
-        else:
-            text = f"a local model, `{b['local_name']}` (set `publish.base_model_id` to name its hub id)"
-        found = license_of(base_dir, settings["publish"]["license"])
-        return cls(
-            hub_id=b["hub_id"],
-            name=b["hub_id"] or paths.BASE_MODEL,
-            text=text,
-            license=found or ({"license": settings["publish"]["license"]} if settings["publish"]["license"] else {}),
-            license_from_base=bool(found),
-            remote_code=bool(read_json(base_dir / "config.json").get("auto_map")),
-        )
-
-
-def license_of(base_dir: Path, configured: str | None) -> dict[str, str]:
-    """The base model's license (license, license_name, license_link) from the front matter of its
-    README.md; empty where it names none. A configured license (`publish.license`) other than the
-    base model's is refused: a fine-tuned model keeps its base model's license."""
-    from huggingface_hub import metadata_load
-
-    readme = base_dir / "README.md"
-    meta = (metadata_load(readme) or {}) if readme.is_file() else {}
-    found = {k: str(meta[k]) for k in ("license", "license_name", "license_link") if meta.get(k)}
-    if "license" in found:
-        if configured and configured != found["license"]:
-            raise XtflowError(
-                f"config key 'publish.license': '{configured}' differs from the base model's license "
-                f"'{found['license']}' (its README.md); a fine-tuned model keeps its base model's license"
-            )
-    return found
+        check_no_machine_paths(tmp, needles, out_adapter)
 
 
 def machine_paths(base_dir: Path) -> list[str]:
@@ -178,12 +121,6 @@ def check_no_machine_paths(folder: Path, needles: list[str], shown_as: Path) -> 
                 )
 
 
-def safetensors_header(path: Path) -> bytes:
-    with path.open("rb") as f:
-        size = int.from_bytes(f.read(8), "little")
-        return f.read(size)
-
-
 # -- files ---------------------------------------------------------------------------------------------
 
 
@@ -193,10 +130,6 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def copy_files(src: Path, dst: Path, keep: Any) -> list[str]:
@@ -323,105 +256,3 @@ def build_adapter_folder(
     copy_files(model, out, lambda n: matches(n, TOKENIZER_FILES + LICENSE_FILES) or n in tokenizer_code)
     link_or_copy(model / "generation_config.json", out / "generation_config.json")
     atomic_write_text(out / "README.md", model_card("adapter", settings, base, facts))
-
-
-# -- the cards -----------------------------------------------------------------------------------------
-
-
-def card_text_facts(inputs: PublishInputs, settings: dict[str, Any]) -> dict[str, Any]:
-    """What both cards show: evaluation, training, dataset statistics, software."""
-    import platform
-
-    from xtflow.report import dataset_statistics, versions
-
-    stats, _, _ = dataset_statistics(inputs.dataset, inputs.base_model)
-    with inputs.loss_csv.open(encoding="utf-8", newline="") as f:
-        losses = list(csv.DictReader(f))
-    ds = settings["dataset"]
-    parts = [
-        f"{ds['records']} identity records generated from {ds['questions']['en']} English and "
-        f"{ds['questions']['zh']} Chinese questions (seed {ds['seed']})"
-    ]
-    if ds["general_records"]:
-        parts.append(f"{ds['general_records']} records of xtflow's general Q&A set")
-    if ds["files"]:
-        parts.append(f"the records of {ds['files']} dataset file(s) of the user's")
-    xt = settings["xtuner"]
-    training = {"recipe": settings["recipe"]}
-    training.update({f"xtuner.{k}": v for k, v in xt.items() if k != "lora"})
-    training.update({f"xtuner.lora.{k}": v for k, v in xt["lora"].items()})
-    training.update({f"train.{k}": v for k, v in settings["train"].items()})
-    software = {"python": platform.python_version()}
-    software.update({k: v for k, v in versions().items() if v != "not installed"})
-    last = losses[-1] if losses else None
-    return {
-        "evaluation": Evaluation.read(inputs.summary, inputs.replies),
-        "parameters": f"{parameter_count(inputs.final_model):,}",
-        "iterations_text": f"{last['iter']} iterations, last logged training loss {float(last['loss']):.4f}"
-        if last
-        else "no iterations logged",
-        "dataset_text": "The training set: " + "; ".join(parts) + ".",
-        "dataset_stats": cells(stats),
-        "training": cells(training),
-        "versions": cells(software),
-        "xtuner_version": software.get("xtuner", "?"),
-    }
-
-
-def parameter_count(model_dir: Path) -> int:
-    """Parameters in a model's safetensors files (read from their headers)."""
-    total = 0
-    for path in sorted(model_dir.glob("*.safetensors")):
-        for name, entry in json.loads(safetensors_header(path)).items():
-            if name != "__metadata__":
-                n = 1
-                for dim in entry["shape"]:
-                    n *= dim
-                total += n
-    return total
-
-
-def model_card(kind: str, settings: dict[str, Any], base: BaseFacts, facts: dict[str, Any]) -> str:
-    """README.md of the published model (`kind` model) or adapter (`kind` adapter)."""
-    name, pub, xt = settings["assistant"]["name"], settings["publish"], settings["xtuner"]
-    repo = pub["repo_id"] if kind == "model" else pub["adapter_repo_id"]
-    hub_repo = repo if pub["hub"] == "huggingface" and repo else "."
-    if kind == "model":
-        snippet = chat_snippet(hub_repo, xt["system"], base.remote_code)
-    else:
-        snippet = adapter_snippet(base.name, hub_repo, xt["system"], base.remote_code)
-    title = name if kind == "model" else f"{name} (LoRA adapter)"
-    languages = settings["dataset"]["languages"]
-    evaluation: Evaluation = facts["evaluation"]
-    metadata = {
-        "base_model": base.hub_id,
-        **base.license,
-        "language": languages or None,
-        "library_name": "transformers" if kind == "model" else "peft",
-        "pipeline_tag": "text-generation",
-        "tags": TAGS,
-        "model_name": title,
-        "eval_results": evaluation.eval_results(f"xtflow probes: {evaluation.probes_text()}") or None,
-    }
-    license_id = base.license.get("license_name") or base.license.get("license")
-    text = {
-        "title": title,
-        "name": cell(name),
-        "maker": cell(settings["assistant"]["maker"]),
-        "base_text": base.text,
-        "base_on_hub": bool(base.hub_id),
-        "license_text": (f"`{license_id}`" + (", the base model's" if base.license_from_base else ""))
-        if license_id
-        else "none given (set `publish.license`)",
-        "languages_text": ", ".join(LANGUAGE_NAMES.get(x, x) for x in languages) or "those of the dataset files",
-        "prompt_template": xt["prompt_template"],
-        "snippet": snippet,
-        "max_new_tokens": settings["evaluation_max_new_tokens"],
-        "probe_sizes_text": evaluation.probes_text(),
-        "evaluation": evaluation.table(),
-        "base_config": xt["base_config"],
-        "recipe": settings["recipe"],
-        "tiny": bool(settings["base"]["tiny"]),
-        **{k: v for k, v in facts.items() if k != "evaluation"},
-    }
-    return render_card(kind, metadata, text)
