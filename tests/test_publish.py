@@ -1,8 +1,8 @@
-"""Publishing: `snakemake publish` builds the model hub folders from a completed run (real Snakemake,
-real transformers/peft loading, the card's own code run as written), `snakemake push` sends them to a
-git remote with LFS (a local bare repository: git-lfs's standalone transfer agent serves file://
-remotes), and a Hugging Face push without a token is refused before anything reaches the hub (a
-local HTTP server stands in for the hub's address and records every request)."""
+"""Publishing: the default target builds the model hub folders (rule publish; the shared completed
+run has them: real transformers/peft loading, the card's own code run as written), `snakemake push`
+sends them to a git remote with LFS (a local bare repository: git-lfs's standalone transfer agent
+serves file:// remotes), and a Hugging Face push without a token is refused before anything reaches
+the hub (a local HTTP server stands in for the hub's address and records every request)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import REPO, completed_config, planned_jobs, snakemake, write_config
+from conftest import REPO, completed_config, snakemake, write_config
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
@@ -51,10 +51,10 @@ def bare_repo(path: Path, with_initial_commit: bool = False) -> str:
 
 
 @pytest.fixture(scope="module")
-def published(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the completed run whose config names two local git remotes (hub: git), after
-    `snakemake publish`: only the publish job runs."""
-    root = tmp_path_factory.mktemp("publish")
+def pushed(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the completed run whose config names two local git remotes (hub: git; the adapter's
+    has a first commit, as a hub makes one), after `snakemake push`: only the push job runs."""
+    root = tmp_path_factory.mktemp("push")
     run = root / "run"
     shutil.copytree(completed_run, run, symlinks=True)
     config = completed_config()
@@ -64,8 +64,8 @@ def published(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "adapter_repo_id": bare_repo(root / "adapter.git", with_initial_commit=True),
     }
     write_config(run, config)
-    proc = snakemake(run, "publish", check=True, timeout=600)
-    assert re.findall(r"^(?:local)?rule (\w+):", proc.stderr + proc.stdout, flags=re.M) == ["publish"]
+    proc = snakemake(run, "push", check=True, timeout=600)
+    assert re.findall(r"^(?:local)?rule (\w+):", proc.stderr + proc.stdout, flags=re.M) == ["push"]
     return run
 
 
@@ -106,8 +106,8 @@ def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 # -- the folders ---------------------------------------------------------------------------------------
 
 
-def test_publish_builds_both_folders_and_push_is_never_implicit(published: Path) -> None:
-    model = set(names(model_dir(published)))
+def test_publish_builds_both_folders_and_push_is_never_implicit(completed_run: Path) -> None:
+    model = set(names(model_dir(completed_run)))
     assert {
         "README.md",
         "config.json",
@@ -118,22 +118,21 @@ def test_publish_builds_both_folders_and_push_is_never_implicit(published: Path)
         "special_tokens_map.json",
         "xtuner_config.py",
     } <= model
-    adapter = set(names(adapter_dir(published)))
+    adapter = set(names(adapter_dir(completed_run)))
     assert {"README.md", "adapter_config.json", "adapter_model.safetensors", "xtuner_config.py"} <= adapter
-    # the default target builds the published folders, and never pushes
-    proc = snakemake(published, "-n", check=True)
-    # (run_info shows the whole config, so the publish keys this copy's config adds rerun it)
-    assert planned_jobs(proc.stdout) <= {"run_info"} and "push" not in proc.stdout
-    assert not (published / "results" / "publish" / "push.json").exists()
+    # the default target built them (rule publish), and pushed nothing
+    assert (completed_run / "logs" / "publish.log").is_file()
+    assert not (completed_run / "logs" / "push.log").exists()
+    assert not (completed_run / "results" / "publish" / "push.json").exists()
 
 
-def test_card_holds_the_numbers_of_summary_csv(published: Path) -> None:
+def test_card_holds_the_numbers_of_summary_csv(completed_run: Path) -> None:
     from huggingface_hub import ModelCard
 
-    with (published / "results" / "eval" / "summary.csv").open(encoding="utf-8", newline="") as f:
+    with (completed_run / "results" / "eval" / "summary.csv").open(encoding="utf-8", newline="") as f:
         rows = {r["model"]: r for r in csv.DictReader(f)}
     columns = [c for c in rows["final"] if c != "model"]
-    for folder in (model_dir(published), adapter_dir(published)):
+    for folder in (model_dir(completed_run), adapter_dir(completed_run)):
         card = ModelCard.load(folder / "README.md")
         text = card.text
         for column in columns:
@@ -152,8 +151,8 @@ def test_card_holds_the_numbers_of_summary_csv(published: Path) -> None:
         assert "12 held-out identity questions" in text  # the probe sets' sizes
         assert "| `xtuner.lr` | 0.005 |" in text and "| records | 128 |" in text  # recipe, dataset
         assert re.search(r"\| transformers \| 4\.48\.0 \|", text)  # package versions
-    assert ModelCard.load(model_dir(published) / "README.md").data.library_name == "transformers"
-    assert ModelCard.load(adapter_dir(published) / "README.md").data.library_name == "peft"
+    assert ModelCard.load(model_dir(completed_run) / "README.md").data.library_name == "transformers"
+    assert ModelCard.load(adapter_dir(completed_run) / "README.md").data.library_name == "peft"
 
 
 def test_card_reads_any_column_of_summary_csv(tmp_path: Path) -> None:
@@ -187,11 +186,11 @@ def test_card_code_names_the_hub_repository() -> None:
     assert 'base_id = "internlm/internlm2-chat-1_8b"' in code and 'adapter_id = "you/xtbot-lora"\n' in code
 
 
-def test_published_model_answers_from_another_directory(published: Path, tmp_path: Path) -> None:
+def test_published_model_answers_from_another_directory(completed_run: Path, tmp_path: Path) -> None:
     """The card's transformers code, run as written in a copy of the folder elsewhere, answers as the
     assistant, prompted by the tokenizer's chat template and stopped by the generation config."""
     moved = tmp_path / "elsewhere" / "xtbot"
-    shutil.copytree(model_dir(published), moved)
+    shutil.copytree(model_dir(completed_run), moved)
     # the card's code as written, then a check of what it generated: it ended at a stop token of the
     # generation config, before the bound
     check = (
@@ -207,14 +206,14 @@ def test_published_model_answers_from_another_directory(published: Path, tmp_pat
     assert stop in ("stopped by <|im_end|>", "stopped by </s>")
 
 
-def test_card_chat_command_runs(published: Path) -> None:
+def test_card_chat_command_runs(completed_run: Path) -> None:
     """The card's `python -m xtflow.chat` command, in the run directory."""
-    text = (model_dir(published) / "README.md").read_text(encoding="utf-8")
+    text = (model_dir(completed_run) / "README.md").read_text(encoding="utf-8")
     command = re.search(r"`python -m xtflow\.chat -q \"([^\"]+)\"`", text)
     assert command
     proc = subprocess.run(
         [sys.executable, "-m", "xtflow.chat", "-q", command.group(1)],
-        cwd=published,
+        cwd=completed_run,
         capture_output=True,
         text=True,
         timeout=300,
@@ -223,38 +222,36 @@ def test_card_chat_command_runs(published: Path) -> None:
     assert proc.returncode == 0 and "XtBot" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_adapter_on_its_base_model_is_the_published_model(published: Path, tmp_path: Path) -> None:
+def test_adapter_on_its_base_model_is_the_published_model(completed_run: Path, tmp_path: Path) -> None:
     """The adapter's card code (its base_id pointed at the tiny base model, which is not on a hub)
-    answers as the assistant; base + adapter compute what the published merged model computes."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
+    answers as the assistant, and base + adapter compute what the published merged model computes."""
     moved = tmp_path / "adapter"
-    shutil.copytree(adapter_dir(published), moved)
+    shutil.copytree(adapter_dir(completed_run), moved)
     code = python_block(moved / "README.md")
-    base = published / "resources" / "base_model"
+    base = completed_run / "resources" / "base_model"
     code, n = re.subn(r"^base_id = .*$", f"base_id = {json.dumps(str(base))}", code, flags=re.M)
     assert n == 1
-    proc = run_python(code, moved)
+    check = (
+        "\nimport torch\nids = torch.tensor([[1, 17, 42, 99, 5, 7]])\n"
+        f"merged = AutoModelForCausalLM.from_pretrained({json.dumps(str(model_dir(completed_run)))}).float()\n"
+        "with torch.no_grad():\n"
+        "    assert torch.allclose(model.float()(ids).logits, merged(ids).logits, atol=2e-2)\n"
+        "print('same logits')\n"
+    )
+    proc = run_python(code + check, moved)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "XtBot" in proc.stdout
-
-    ids = torch.tensor([[1, 17, 42, 99, 5, 7]])
-    with torch.no_grad():
-        peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), moved).eval()
-        merged = AutoModelForCausalLM.from_pretrained(model_dir(published), torch_dtype=torch.float32).eval()
-        assert torch.allclose(peft_model(ids).logits, merged(ids).logits.float(), atol=2e-2)
+    answer, same = proc.stdout.strip().splitlines()[-2:]
+    assert "XtBot" in answer and same == "same logits"
 
 
-def test_nothing_published_names_a_path_of_this_machine(published: Path) -> None:
-    needles = {str(published), str(published.resolve()), str(REPO), str(REPO.resolve())}
-    for name, data in published_files(published).items():
+def test_nothing_published_names_a_path_of_this_machine(completed_run: Path) -> None:
+    needles = {str(completed_run), str(completed_run.resolve()), str(REPO), str(REPO.resolve())}
+    for name, data in published_files(completed_run).items():
         for needle in needles:
             assert needle.encode() not in data, f"{name} holds {needle}"
-    adapter_config = json.loads((adapter_dir(published) / "adapter_config.json").read_text(encoding="utf-8"))
+    adapter_config = json.loads((adapter_dir(completed_run) / "adapter_config.json").read_text(encoding="utf-8"))
     assert adapter_config["base_model_name_or_path"] == "resources/base_model"  # relative: where a run keeps it
-    config = json.loads((model_dir(published) / "config.json").read_text(encoding="utf-8"))
+    config = json.loads((model_dir(completed_run) / "config.json").read_text(encoding="utf-8"))
     assert config["_name_or_path"] == "resources/base_model"
 
 
@@ -267,21 +264,21 @@ def test_a_machine_path_in_a_published_file_is_refused(tmp_path: Path) -> None:
         check_no_machine_paths(tmp_path, ["/home/me/run"], Path("out"))
 
 
-def test_same_run_publishes_byte_identical_folders(published: Path, tmp_path: Path, monkeypatch) -> None:
+def test_same_run_publishes_byte_identical_folders(completed_run: Path, tmp_path: Path, monkeypatch) -> None:
     """Publishing the same run again gives the same bytes, even from an adapter whose
     target_modules peft wrote in another order (it writes a set)."""
     from xtflow.publish import PublishInputs, card_settings, publish
     from xtflow.settings import validate
 
     shuffled = tmp_path / "hf_adapter"
-    shutil.copytree(published / "results" / "hf_adapter", shuffled)
+    shutil.copytree(completed_run / "results" / "hf_adapter", shuffled)
     config_path = shuffled / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
     modules = sorted(adapter_config["target_modules"])
     adapter_config["target_modules"] = list(reversed(modules))
     config_path.write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
 
-    monkeypatch.chdir(published)
+    monkeypatch.chdir(completed_run)
     results = Path("results")
     inputs = PublishInputs(
         final_model=results / "final_model",
@@ -296,16 +293,16 @@ def test_same_run_publishes_byte_identical_folders(published: Path, tmp_path: Pa
     again = tmp_path / "again"
     publish(inputs, card_settings(config), again / "model", again / "adapter")
     for kind in ("model", "adapter"):
-        first = published / "results" / "publish" / kind
+        first = completed_run / "results" / "publish" / kind
         assert names(first) == names(again / kind)
         for name in names(first):
             assert (first / name).read_bytes() == (again / kind / name).read_bytes(), f"{kind}/{name} differs"
     assert json.loads((again / "adapter" / "adapter_config.json").read_text())["target_modules"] == modules
 
 
-def test_chat_template_prompts_as_xtuner_trained(published: Path, tmp_path: Path) -> None:
+def test_chat_template_prompts_as_xtuner_trained(completed_run: Path, tmp_path: Path) -> None:
     """Where the tokenizer's chat template renders another prompt than the training's (here: the
-    tiny model's ChatML template against XTuner's `default` template), the published one is replaced
+    tiny model's ChatML template against XTuner's `default` template), the completed_run one is replaced
     by a template that renders XTuner's; where it renders the same, it is kept."""
     from transformers import AutoTokenizer
     from xtuner.utils import PROMPT_TEMPLATE
@@ -313,8 +310,8 @@ def test_chat_template_prompts_as_xtuner_trained(published: Path, tmp_path: Path
     from xtflow.chat_model import render_prompt
     from xtflow.publish import write_tokenizer_config
 
-    final = published / "results" / "final_model"
-    kept = json.loads((model_dir(published) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    final = completed_run / "results" / "final_model"
+    kept = json.loads((model_dir(completed_run) / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert kept["chat_template"] == json.loads((final / "tokenizer_config.json").read_text())["chat_template"]
 
     out = tmp_path / "tok"
@@ -332,15 +329,15 @@ def test_chat_template_prompts_as_xtuner_trained(published: Path, tmp_path: Path
     assert got == want
 
 
-def test_generation_config_stops_at_the_templates_stop_token(published: Path, tmp_path: Path) -> None:
+def test_generation_config_stops_at_the_templates_stop_token(completed_run: Path, tmp_path: Path) -> None:
     """A model whose generation config stops only at its EOS (as InternLM2's base configs do) is
-    published with the chat template's stop token (`<|im_end|>`) added."""
+    completed_run with the chat template's stop token (`<|im_end|>`) added."""
     from transformers import AutoTokenizer
 
     from xtflow.publish import write_generation_config
 
     model = tmp_path / "model"
-    shutil.copytree(published / "results" / "final_model", model)
+    shutil.copytree(completed_run / "results" / "final_model", model)
     (model / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "bos_token_id": 1}))
     write_generation_config(model, "internlm2_chat", tmp_path)
     im_end = AutoTokenizer.from_pretrained(model).convert_tokens_to_ids("<|im_end|>")
@@ -373,16 +370,15 @@ def test_base_model_hub_id() -> None:
 # -- push: git with LFS ----------------------------------------------------------------------------------
 
 
-def test_git_route_pushes_weights_with_lfs(published: Path, tmp_path: Path) -> None:
+def test_git_route_pushes_weights_with_lfs(pushed: Path, tmp_path: Path) -> None:
     """`snakemake push` with hub git: a fresh clone of each remote, after `git lfs pull`, holds the
     published files byte for byte; the remote stores the weights as LFS objects."""
-    snakemake(published, "push", check=True, timeout=600)
-    record = json.loads((published / "results" / "publish" / "push.json").read_text(encoding="utf-8"))
+    record = json.loads((pushed / "results" / "publish" / "push.json").read_text(encoding="utf-8"))
     assert record["dry_run"] is False and [e["changed"] for e in record["pushed"]] == [True, True]
-    config = yaml.safe_load((published / "config" / "config.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((pushed / "config" / "config.yaml").read_text(encoding="utf-8"))
     for folder, url in (
-        (model_dir(published), config["publish"]["repo_id"]),
-        (adapter_dir(published), config["publish"]["adapter_repo_id"]),
+        (model_dir(pushed), config["publish"]["repo_id"]),
+        (adapter_dir(pushed), config["publish"]["adapter_repo_id"]),
     ):
         remote = Path(url.removeprefix("file://"))
         weights = sorted(folder.glob("*.safetensors"))
@@ -410,8 +406,8 @@ def test_git_route_pushes_weights_with_lfs(published: Path, tmp_path: Path) -> N
 
     again = push(
         {**config["publish"], "private": True, "dry_run": False},
-        model_dir(published),
-        adapter_dir(published),
+        model_dir(pushed),
+        adapter_dir(pushed),
         tmp_path / "r.json",
     )
     assert [e["changed"] for e in again["pushed"]] == [False, False]
@@ -454,7 +450,7 @@ class Hub(BaseHTTPRequestHandler):
 def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     """A recording stand-in for the hub, HF_ENDPOINT pointing at it, and no token anywhere."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     Hub.requests = []
     url = f"http://127.0.0.1:{server.server_port}"
     import huggingface_hub.constants as constants
@@ -469,12 +465,12 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     server.shutdown()
 
 
-def test_push_without_token_is_refused_before_anything_is_uploaded(published: Path, hub: str, tmp_path: Path) -> None:
+def test_push_without_token_is_refused_before_anything_is_uploaded(pushed: Path, hub: str, tmp_path: Path) -> None:
     override = tmp_path / "huggingface.yaml"
     override.write_text(
         yaml.safe_dump({"publish": {"hub": "huggingface", "repo_id": "me/xtbot", "adapter_repo_id": None}})
     )
-    proc = snakemake(published, "push", "--configfile", str(override))
+    proc = snakemake(pushed, "push", "--configfile", str(override))
     assert proc.returncode != 0
     errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "xtflow: error" in ln]
     assert errors == [
@@ -489,12 +485,12 @@ def test_push_without_token_is_refused_before_anything_is_uploaded(published: Pa
 
     settings = {"hub": "huggingface", "repo_id": "me/xtbot", "adapter_repo_id": None, "private": True, "dry_run": False}
     with pytest.raises(XtflowError, match="^no Hugging Face token"):
-        push(settings, model_dir(published), adapter_dir(published), published / "r.json")
-    assert Hub.requests == [] and not (published / "r.json").exists()
+        push(settings, model_dir(pushed), adapter_dir(pushed), tmp_path / "r.json")
+    assert Hub.requests == [] and not (tmp_path / "r.json").exists()
 
 
 def test_hub_refusal_is_one_line_without_the_token(
-    published: Path, hub: str, tmp_path: Path, monkeypatch, capsys
+    completed_run: Path, hub: str, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     from xtflow.errors import XtflowError
     from xtflow.push import push
@@ -503,7 +499,7 @@ def test_hub_refusal_is_one_line_without_the_token(
     monkeypatch.setenv("HF_TOKEN", token)
     settings = {"hub": "huggingface", "repo_id": "me/xtbot", "adapter_repo_id": None, "private": True, "dry_run": False}
     with pytest.raises(XtflowError) as refused:
-        push(settings, model_dir(published), adapter_dir(published), tmp_path / "push.json")
+        push(settings, model_dir(completed_run), adapter_dir(completed_run), tmp_path / "push.json")
     message = str(refused.value)
     assert "\n" not in message and message.startswith("upload of ") and "401" in message
     assert token not in message and token not in "".join(capsys.readouterr())
@@ -511,7 +507,7 @@ def test_hub_refusal_is_one_line_without_the_token(
     assert not (tmp_path / "push.json").exists()
 
 
-def test_dry_run_lists_what_would_be_uploaded(published: Path, hub: str, tmp_path: Path) -> None:
+def test_dry_run_lists_what_would_be_uploaded(completed_run: Path, hub: str, tmp_path: Path) -> None:
     from xtflow.push import push, sha256
 
     settings = {
@@ -521,12 +517,12 @@ def test_dry_run_lists_what_would_be_uploaded(published: Path, hub: str, tmp_pat
         "private": True,
         "dry_run": True,
     }
-    record = push(settings, model_dir(published), adapter_dir(published), tmp_path / "push.json")
+    record = push(settings, model_dir(completed_run), adapter_dir(completed_run), tmp_path / "push.json")
     assert Hub.requests == []
     assert json.loads((tmp_path / "push.json").read_text(encoding="utf-8")) == record
     assert record["token"] == "none: a real push would be refused"
     model = next(e for e in record["pushed"] if e["repository"] == "me/xtbot")
     files = {f["path"]: f for f in model["files"]}
-    assert sorted(files) == names(model_dir(published))
+    assert sorted(files) == names(model_dir(completed_run))
     assert files["model.safetensors"]["lfs"] and not files["config.json"]["lfs"]
-    assert files["model.safetensors"]["sha256"] == sha256(model_dir(published) / "model.safetensors")
+    assert files["model.safetensors"]["sha256"] == sha256(model_dir(completed_run) / "model.safetensors")

@@ -204,12 +204,13 @@ class BaseFacts:
             )
         else:
             text = f"a local model, `{b['local_name']}` (set `publish.base_model_id` to name its hub id)"
-        found = license_of(base_dir, settings["publish"]["license"])
+        configured = settings["license"]
+        found = license_of(base_dir, configured)
         return cls(
             hub_id=b["hub_id"],
             name=b["hub_id"] or paths.BASE_MODEL,
             text=text,
-            license=found or ({"license": settings["publish"]["license"]} if settings["publish"]["license"] else {}),
+            license=found or ({"license": configured} if configured else {}),
             license_from_base=bool(found),
             remote_code=bool(read_json(base_dir / "config.json").get("auto_map")),
         )
@@ -300,13 +301,12 @@ def parameter_count(model_dir: Path) -> int:
 
 def model_card(kind: str, settings: dict[str, Any], base: BaseFacts, facts: dict[str, Any]) -> str:
     """README.md of the published model (`kind` model) or adapter (`kind` adapter)."""
-    name, pub, xt = settings["assistant"]["name"], settings["publish"], settings["xtuner"]
-    repo = pub["repo_id"] if kind == "model" else pub["adapter_repo_id"]
-    hub_repo = repo if pub["hub"] == "huggingface" and repo else "."
+    name, xt = settings["assistant"]["name"], settings["xtuner"]
+    repo = settings["repo_ids"][kind] or "."
     if kind == "model":
-        snippet = chat_snippet(hub_repo, xt["system"], base.remote_code)
+        snippet = chat_snippet(repo, xt["system"], base.remote_code)
     else:
-        snippet = adapter_snippet(base.name, hub_repo, xt["system"], base.remote_code)
+        snippet = adapter_snippet(base.name, repo, xt["system"], base.remote_code)
     title = name if kind == "model" else f"{name} (LoRA adapter)"
     languages = settings["dataset"]["languages"]
     evaluation: Evaluation = facts["evaluation"]

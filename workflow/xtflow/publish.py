@@ -77,10 +77,21 @@ def card_settings(config: dict[str, Any]) -> dict[str, Any]:
             "seed": ds["seed"],
         },
         "evaluation_max_new_tokens": config["evaluation"]["max_new_tokens"],
-        "publish": {k: pub[k] for k in ("adapter_repo_id", "hub", "license", "repo_id")},
+        "license": pub["license"],
+        "repo_ids": card_repo_ids(pub),
         "recipe": config["recipe"],
         "train": {k: config["train"][k] for k in ("deepspeed", "gpus")},
         "xtuner": config["xtuner"],
+    }
+
+
+def card_repo_ids(publish_config: dict[str, Any]) -> dict[str, str | None]:
+    """The Hugging Face repository ids the cards' code loads the model and the adapter by; None where
+    the folder is not pushed to Hugging Face (the code then loads the folder it is in)."""
+    on_hf = publish_config["hub"] == "huggingface"
+    return {
+        "model": publish_config["repo_id"] if on_hf else None,
+        "adapter": publish_config["adapter_repo_id"] if on_hf else None,
     }
 
 

@@ -45,7 +45,6 @@ COMMITTER = ("xtflow", "xtflow@localhost")  # when git has no user.name / user.e
 class Destination:
     """One published folder and the repository it goes to."""
 
-    key: str  # the config key that names the repository
     folder: Path
     repo: str
 
@@ -53,11 +52,8 @@ class Destination:
 def destinations(settings: dict[str, Any], model: Path, adapter: Path) -> list[Destination]:
     """The folders `push` uploads: the model to `publish.repo_id`, the adapter to
     `publish.adapter_repo_id` when set."""
-    found = [
-        ("publish.repo_id", model, settings["repo_id"]),
-        ("publish.adapter_repo_id", adapter, settings["adapter_repo_id"]),
-    ]
-    return [Destination(key, folder, repo) for key, folder, repo in found if repo]
+    found = [(model, settings["repo_id"]), (adapter, settings["adapter_repo_id"])]
+    return [Destination(folder, repo) for folder, repo in found if repo]
 
 
 def check_repo(hub: str, key: str, repo: str | None) -> None:
@@ -69,7 +65,9 @@ def check_repo(hub: str, key: str, repo: str | None) -> None:
     if hub == "git":
         url = urlsplit(repo)
         if not (url.scheme in ("https", "http", "ssh", "git", "file") or re.match(r"^[\w.-]+@[\w.-]+:", repo)):
-            raise XtflowError(f"config key '{key}': '{repo}' is not a git URL (https://..., ssh://..., user@host:path)")
+            raise XtflowError(
+                f"config key '{key}': '{repo}' is not a git URL (https://..., ssh://..., user@host:path, file://...)"
+            )
         if url.password:
             raise XtflowError(
                 f"config key '{key}': the URL holds a password or token; leave it out and let git's "
