@@ -27,6 +27,8 @@ rule publish:
         "../scripts/publish.py"
 
 
+# push runs where Snakemake runs (localrule), whose network, token and git credentials were checked
+# at start, not on a cluster's compute node.
 rule push:
     """Upload the published folders to publish.repo_id (and publish.adapter_repo_id): only this target pushes."""
     input:
@@ -38,6 +40,7 @@ rule push:
         "logs/push.log",
     benchmark:
         "benchmarks/push.tsv"
+    localrule: True
     conda:
         XTFLOW_ENV
     params:

@@ -269,8 +269,11 @@ def card_facts(
     training.update({f"xtuner.{k}": v for k, v in xt.items() if k != "lora"})
     training.update({f"xtuner.lora.{k}": v for k, v in xt["lora"].items()})
     training.update({f"train.{k}": v for k, v in settings["train"].items()})
+    # the packages that made the model: bitsandbytes and DeepSpeed only where the run used them
+    unused = {"bitsandbytes"} if not xt["load_in_4bit"] else set()
+    unused |= {"deepspeed"} if not settings["train"]["deepspeed"] else set()
     software = {"python": platform.python_version()}
-    software.update({k: v for k, v in versions().items() if v != "not installed"})
+    software.update({k: v for k, v in versions().items() if k not in unused and v != "not installed"})
     last = losses[-1] if losses else None
     return {
         "evaluation": Evaluation.read(summary, replies),
