@@ -14,7 +14,8 @@ hash of the file list.
 
 It binds 127.0.0.1 on a free port, serves at most `max_requests` requests and stops by itself after
 `lifetime` seconds, so a test that fails midway leaves nothing listening. `throttle` (seconds per 64 KiB
-sent) slows downloads down, to interrupt one midway; `requests` lists (method, path, Range) as received.
+sent) slows downloads down, to interrupt one midway; `cut_after` drops the connection after that many bytes
+of the first download of each LFS file (a broken transfer); `requests` lists (method, path, Range) as received.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ class FakeHub:
     """`with FakeHub({"org/name": repo_from_dir(path)}) as hub:` then HF_ENDPOINT=hub.endpoint in the client's env."""
 
     def __init__(
-        self, repos: dict[str, Repo], *, throttle: float = 0.0, max_requests: int = 500, lifetime: float = 900.0
+        self,
+        repos: dict[str, Repo],
+        *,
+        throttle: float = 0.0,
+        cut_after: int | None = None,
+        max_requests: int = 500,
+        lifetime: float = 900.0,
     ) -> None:
         self.repos = repos
         self.throttle = throttle
+        self.cut_after = cut_after
+        self._cut: set[str] = set()  # files whose first download was cut
         self.max_requests = max_requests
         self.lifetime = lifetime
         self.requests: list[tuple[str, str, str | None]] = []
@@ -193,11 +202,18 @@ class FakeHub:
         for key, value in {**headers, "Content-Length": str(len(body))}.items():
             h.send_header(key, value)
         h.end_headers()
+        cut = self.cut_after if lfs and self.cut_after is not None and name not in self._cut else None
         for i in range(0, len(body), CHUNK):
+            piece = body[i : i + CHUNK] if cut is None else body[i : min(i + CHUNK, cut)]
             try:
-                h.wfile.write(body[i : i + CHUNK])
+                h.wfile.write(piece)
                 h.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):  # the client went away (killed mid-download)
+                return
+            if cut is not None and i + len(piece) >= cut:  # fewer bytes than Content-Length said, then hang up
+                self._cut.add(name)
+                h.close_connection = True
+                h.connection.shutdown(2)
                 return
             if self.throttle:
                 time.sleep(self.throttle)

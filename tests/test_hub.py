@@ -88,6 +88,11 @@ def test_hub_id_downloads_into_the_cache_and_trains(hub_run: HubRun) -> None:
     assert f"xtflow: fetching {HUB_ID} (revision main = commit {commit}) from {hub_run.endpoint}: 7 files" in log
     assert "xtflow: fetched " in log and "\r" not in log  # plain lines, no progress-bar redraws
     assert any(m == "GET" and p.endswith(f"/resolve/{commit}/model.safetensors") for m, p, _ in hub_run.requests)
+    # asked: the check before any job (1), the download's listing (1) and snapshot_download (1 + the files) only;
+    # transformers given an id would have asked for /resolve/main/config.json
+    api = [p for _, p, _ in hub_run.requests if p.startswith(f"/api/models/{HUB_ID}")]
+    files = [p for _, p, _ in hub_run.requests if p.startswith(f"/{HUB_ID}/resolve/{commit}/")]
+    assert len(api) == 3 and len(api) + len(files) == len(hub_run.requests), hub_run.requests
     # the rest of the workflow saw a local directory: trained, merged, and the run info names the commit
     train_log = (run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
     assert "xtflow: 48 samples, 6 iterations/epoch x 4 epoch(s) = 24 iterations" in train_log
@@ -271,4 +276,14 @@ def test_a_killed_download_resumes(hub_run: HubRun, tmp_path: Path) -> None:
     assert "of it already in the cache" in proc.stdout and "xtflow: download " in proc.stdout
     assert ranges and all(rng.startswith("bytes=") and rng != "bytes=0-" for rng in ranges), fake.requests
     assert not list(blobs.glob("*.incomplete"))
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == big
+
+
+def test_a_broken_transfer_is_retried_within_the_job(hub_run: HubRun, tmp_path: Path) -> None:
+    big = os.urandom(3_000_000)
+    repo = repo_from_dir(hub_run.model, **{"model.safetensors": big})
+    with FakeHub({HUB_ID: repo}, cut_after=1_000_000) as fake:
+        proc = hub_call(fetch_code(tmp_path / "out"), tmp_path / "hf_home", fake.endpoint)
+    assert proc.returncode == 0, proc.stderr
+    assert "xtflow: download interrupted (" in proc.stdout and "); resuming (attempt 2 of 3)" in proc.stdout
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == big
