@@ -88,11 +88,11 @@ def test_hub_id_downloads_into_the_cache_and_trains(hub_run: HubRun) -> None:
     assert f"xtflow: fetching {HUB_ID} (revision main = commit {commit}) from {hub_run.endpoint}: 7 files" in log
     assert "xtflow: fetched " in log and "\r" not in log  # plain lines, no progress-bar redraws
     assert any(m == "GET" and p.endswith(f"/resolve/{commit}/model.safetensors") for m, p, _ in hub_run.requests)
-    # asked: the check before any job (1), the download's listing (1) and snapshot_download (1 + the files) only;
-    # transformers given an id would have asked for /resolve/main/config.json
+    # asked only by the check before any job (1) and the download job (its check, the file listing, and
+    # snapshot_download: 3, plus the files); transformers given an id would have asked for /resolve/main/...
     api = [p for _, p, _ in hub_run.requests if p.startswith(f"/api/models/{HUB_ID}")]
     files = [p for _, p, _ in hub_run.requests if p.startswith(f"/{HUB_ID}/resolve/{commit}/")]
-    assert len(api) == 3 and len(api) + len(files) == len(hub_run.requests), hub_run.requests
+    assert len(api) == 4 and len(api) + len(files) == len(hub_run.requests), hub_run.requests
     # the rest of the workflow saw a local directory: trained, merged, and the run info names the commit
     train_log = (run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
     assert "xtflow: 48 samples, 6 iterations/epoch x 4 epoch(s) = 24 iterations" in train_log
