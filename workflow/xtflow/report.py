@@ -191,7 +191,7 @@ def run_info(config: dict[str, Any], model_dir: Path, out_html: Path) -> None:
     pkgs = versions()
     body = (
         "<h3>Base model</h3>"
-        + _table(["", ""], base_model_source(config, model_dir))
+        + _table(["field", "value"], base_model_source(config, model_dir))
         + "<h3>Software</h3>"
         + _table(
             ["package", "version"],
