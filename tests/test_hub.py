@@ -9,6 +9,7 @@ HF_ENDPOINT and HF_HUB_OFFLINE when it is imported.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from conftest import (
 from fakehub import FakeHub, Repo, repo_from_dir
 from xtflow import hub
 from xtflow.errors import XtflowError
+from xtflow.progress import ProgressLine
 
 FOLDER = "models--internlm--internlm2-chat-1_8b"
 
@@ -188,7 +190,9 @@ def test_progress_lines_count_bytes_on_disk(tmp_path: Path) -> None:
     lines: list[str] = []
     blobs = {"a" * 64: 4_000_000, "b" * 40: 1_000_000}
     (tmp_path / ("b" * 40)).write_bytes(b"x" * 1_000_000)  # finished
-    with hub.DownloadProgress(tmp_path, blobs, every=0.05, write=lines.append) as progress:
+    terminal = io.StringIO()
+    live = ProgressLine("download_model", terminal, every=0)
+    with hub.DownloadProgress(tmp_path, blobs, every=0.05, write=lines.append, live=live) as progress:
         assert progress.on_disk() == 1_000_000
         part = tmp_path / ("a" * 64 + ".incomplete")
         for _ in range(4):
@@ -200,6 +204,9 @@ def test_progress_lines_count_bytes_on_disk(tmp_path: Path) -> None:
             time.sleep(0.05)
     assert lines and all(ln.startswith("xtflow: download ") for ln in lines)
     assert lines[-1].startswith("xtflow: download  60% (3.0 MB of 5.0 MB), ") and "s left" in lines[-1]
+    shown = terminal.getvalue().splitlines()  # the job's live line (not a terminal here: one line per update)
+    assert shown and all(ln.startswith("xtflow download_model: ") for ln in shown)
+    assert shown[-1].startswith("xtflow download_model:  60% (3.0 MB of 5.0 MB), ")
 
 
 def test_missing_shards_make_a_snapshot_incomplete(tmp_path: Path) -> None:

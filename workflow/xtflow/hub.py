@@ -34,6 +34,7 @@ from typing import Any
 from xtflow.base_model import model_dir_problem
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir
+from xtflow.progress import ProgressLine
 
 KEY = "base_model.path"
 HF_PREFIX = "hf:"
@@ -301,12 +302,20 @@ def _human(n: float) -> str:
 
 
 class DownloadProgress:
-    """Progress lines for a log file (not a terminal): every `every` seconds, how much of the expected blobs
-    is on disk (finished blobs/<etag>, plus blobs/<etag>.incomplete). One plain line each, independent of
-    tqdm (whose per-file bars the client shows only on a terminal, as carriage-return redraws)."""
+    """How much of the expected blobs is on disk (finished blobs/<etag>, plus blobs/<etag>.incomplete), counted
+    every second or so: a plain line for the log every `every` seconds, and the job's live line on the terminal
+    (xtflow.progress). Independent of tqdm, whose per-file bars the client shows only on a terminal, as
+    carriage-return redraws, and of the transport (HTTP, Xet)."""
 
-    def __init__(self, blobs_dir: Path, blobs: dict[str, int], every: float, write: Callable[[str], None]):
-        self.blobs_dir, self.blobs, self.every, self.write = blobs_dir, blobs, every, write
+    def __init__(
+        self,
+        blobs_dir: Path,
+        blobs: dict[str, int],
+        every: float,
+        write: Callable[[str], None],
+        live: ProgressLine | None = None,
+    ):
+        self.blobs_dir, self.blobs, self.every, self.write, self.live = blobs_dir, blobs, every, write, live
         self.total = sum(blobs.values())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -321,19 +330,25 @@ class DownloadProgress:
                 done += min(part.stat().st_size, size)
         return done
 
-    def line(self, done: int, rate: float | None) -> str:
+    def state(self, done: int, rate: float | None) -> str:
         share = 100 * done / self.total if self.total else 100.0
-        text = f"xtflow: download {share:3.0f}% ({_human(done)} of {_human(self.total)})"
+        text = f"{share:3.0f}% ({_human(done)} of {_human(self.total)})"
         if rate:
             text += f", {_human(rate)}/s, about {max(0, self.total - done) / rate:.0f} s left"
         return text
 
     def _run(self) -> None:
         start, first = time.monotonic(), self.on_disk()  # the rate counts this job's bytes, not resumed ones
-        while not self._stop.wait(self.every):
-            done, elapsed = self.on_disk(), time.monotonic() - start
+        logged = start
+        while not self._stop.wait(min(1.0, self.every)):
+            done, now = self.on_disk(), time.monotonic()
             # a rate (and the time left) once 1% more is on disk: the first seconds say little
-            self.write(self.line(done, (done - first) / elapsed if done - first >= self.total / 100 else None))
+            text = self.state(done, (done - first) / (now - start) if done - first >= self.total / 100 else None)
+            if self.live:
+                self.live.update(text)
+            if now - logged >= self.every:
+                self.write(f"xtflow: download {text}")
+                logged = now
 
     def __enter__(self) -> DownloadProgress:
         self._thread.start()
@@ -342,6 +357,8 @@ class DownloadProgress:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        if self.live:
+            self.live.close()
 
 
 def skipped_patterns(files: list[str]) -> list[str]:
@@ -370,7 +387,7 @@ def _download(model: HubModel, every: float, attempts: int, write: Callable[[str
     skip = skipped_patterns([s.rfilename for s in siblings])
     wanted = list(filter_repo_objects(siblings, ignore_patterns=skip, key=lambda s: s.rfilename))
     blobs = {(s.lfs.sha256 if s.lfs else s.blob_id): (s.size or 0) for s in wanted}
-    progress = DownloadProgress(repo_folder(model) / "blobs", blobs, every, write)
+    progress = DownloadProgress(repo_folder(model) / "blobs", blobs, every, write, ProgressLine("download_model"))
     have = progress.on_disk()
     left_out = len(siblings) - len(wanted)
     write(
