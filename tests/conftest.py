@@ -119,6 +119,7 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -- a base model from the Hugging Face Hub (tests/fakehub.py stands in for the hub) ----------------------------------
 HUB_ID = "internlm/internlm2-chat-1_8b"  # the real model's id; the fake hub serves a tiny model under it
+HUB_RUN_TARGETS = ("results/train/final_checkpoint.pth", "results/report/run.html")
 
 
 def hub_env(hf_home: Path, endpoint: str, offline: bool) -> dict[str, str | None]:
@@ -151,7 +152,7 @@ def hub_config() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HubRun:
-    workdir: Path  # a completed run (results/final_model, results/report/run.html) on the downloaded model
+    workdir: Path  # a run through train and run_info on the downloaded model (the later stages read its files alike)
     hf_home: Path  # the hub client's cache it filled
     model: Path  # what the fake hub served
     commit: str  # the commit the fake hub served
@@ -163,7 +164,9 @@ class HubRun:
 @pytest.fixture(scope="session")
 def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
     """`base_model.path: internlm/internlm2-chat-1_8b` with the hub reachable (the fake one, serving a tiny
-    model) and an empty cache: the real client downloads it, and the workflow trains on it."""
+    model) and an empty cache: the real client downloads it, and the workflow trains on it. It stops after the
+    train stage: adapter and merge read resources/base_model as train does, a directory of links as every
+    local model's (tests/test_recipes.py runs them on one)."""
     from fakehub import FakeHub, repo_from_dir
     from xtflow.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -175,5 +178,5 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
     write_config(workdir, hub_config())
     with FakeHub({HUB_ID: repo}) as hub:
         env = hub_env(hf_home, hub.endpoint, offline=False)
-        proc = snakemake(workdir, "results/final_model", "results/report/run.html", env=env, check=True)
+        proc = snakemake(workdir, HUB_RUN_TARGETS[0], HUB_RUN_TARGETS[1], env=env, check=True)
     return HubRun(workdir, hf_home, model, repo.commit, hub.endpoint, list(hub.requests), proc.stderr)
