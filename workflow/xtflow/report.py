@@ -173,7 +173,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_info(config: dict[str, Any], out_html: Path) -> None:
+def base_model_source(config: dict[str, Any], model_dir: Path) -> list[list[str]]:
+    """Where the base model came from: the hub id, revision and commit that `download_model` recorded,
+    the local directory, or the tiny default."""
+    from xtflow.hub import source_record
+
+    record = source_record(model_dir)
+    if record:
+        return [
+            ["source", "Hugging Face Hub"],
+            ["id", record["repo_id"]],
+            ["revision", record["revision"]],
+            ["commit", record["commit"]],
+        ]
+    if config["base_model"]["path"]:
+        return [["source", "local directory"], ["path", str(Path(config["base_model"]["path"]).resolve())]]
+    return [["source", "the tiny default (built by xtflow, random weights)"]]
+
+
+def run_info(config: dict[str, Any], model_dir: Path, out_html: Path) -> None:
     import platform
     import sys
 
@@ -181,7 +199,10 @@ def run_info(config: dict[str, Any], out_html: Path) -> None:
 
     pkgs = versions()
     body = (
-        _table(
+        "<h3>Base model</h3>"
+        + _table(["field", "value"], base_model_source(config, model_dir))
+        + "<h3>Software</h3>"
+        + _table(
             ["package", "version"],
             [["python", sys.version.split()[0]], ["platform", platform.platform()]] + [[k, v] for k, v in pkgs.items()],
         )
@@ -189,4 +210,4 @@ def run_info(config: dict[str, Any], out_html: Path) -> None:
         + html.escape(yaml.safe_dump(config, allow_unicode=True, sort_keys=True))
         + "</pre>"
     )
-    atomic_write_text(out_html, _page("Run: configuration and package versions", body))
+    atomic_write_text(out_html, _page("Run: base model, configuration and package versions", body))
