@@ -90,6 +90,22 @@ def published_files(run: Path) -> dict[str, bytes]:
     }
 
 
+def publish_inputs(results: Path, **changed: Path) -> Any:
+    """The publish stage's inputs in a run's results/ (and resources/base_model), some replaced."""
+    from xtflow.publish import PublishInputs
+
+    inputs = {
+        "final_model": results / "final_model",
+        "adapter": results / "hf_adapter",
+        "base_model": results.parent / "resources" / "base_model",
+        "summary": results / "eval" / "summary.csv",
+        "replies": results / "eval" / "replies.csv",
+        "dataset": results / "data" / "train.json",
+        "loss_csv": results / "report" / "loss.csv",
+    }
+    return PublishInputs(**{**inputs, **changed})
+
+
 def python_block(readme: Path) -> str:
     blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), flags=re.S)
     assert len(blocks) == 1, "the card holds one Python example"
@@ -267,7 +283,7 @@ def test_a_machine_path_in_a_published_file_is_refused(tmp_path: Path) -> None:
 def test_same_run_publishes_byte_identical_folders(completed_run: Path, tmp_path: Path, monkeypatch) -> None:
     """Publishing the same run again gives the same bytes, even from an adapter whose
     target_modules peft wrote in another order (it writes a set)."""
-    from xtflow.publish import PublishInputs, card_settings, publish
+    from xtflow.publish import card_settings, publish
     from xtflow.settings import validate
 
     shuffled = tmp_path / "hf_adapter"
@@ -279,16 +295,7 @@ def test_same_run_publishes_byte_identical_folders(completed_run: Path, tmp_path
     config_path.write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
 
     monkeypatch.chdir(completed_run)
-    results = Path("results")
-    inputs = PublishInputs(
-        final_model=results / "final_model",
-        adapter=shuffled,
-        base_model=Path("resources/base_model"),
-        summary=results / "eval" / "summary.csv",
-        replies=results / "eval" / "replies.csv",
-        dataset=results / "data" / "train.json",
-        loss_csv=results / "report" / "loss.csv",
-    )
+    inputs = publish_inputs(Path("results"), adapter=shuffled)
     config = validate(yaml.safe_load(Path("config/config.yaml").read_text(encoding="utf-8")))
     again = tmp_path / "again"
     publish(inputs, card_settings(config), again / "model", again / "adapter")
@@ -298,6 +305,34 @@ def test_same_run_publishes_byte_identical_folders(completed_run: Path, tmp_path
         for name in names(first):
             assert (first / name).read_bytes() == (again / kind / name).read_bytes(), f"{kind}/{name} differs"
     assert json.loads((again / "adapter" / "adapter_config.json").read_text())["target_modules"] == modules
+
+
+def test_a_hub_base_model_is_named_by_its_id(completed_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """A base model from the hub (as rule download_model leaves it: a source record, the hub's README
+    with its license): the cards name it by id, commit and license; the adapter's config by id."""
+    from huggingface_hub import ModelCard
+
+    from xtflow.publish import card_settings, publish
+    from xtflow.settings import validate
+
+    base = tmp_path / "base_model"
+    shutil.copytree(completed_run / "resources" / "base_model", base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# the base model\n", encoding="utf-8")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    record = {"hub": "huggingface", "repo_id": "org/tiny-chat", "revision": "main", "commit": commit}
+    (base / "xtflow_hub_source.json").write_text(json.dumps(record), encoding="utf-8")
+    config = validate({"publish": {"base_model_id": "org/tiny-chat"}})
+    monkeypatch.chdir(completed_run)
+    inputs = publish_inputs(Path("results"), base_model=base)
+    publish(inputs, card_settings(config), tmp_path / "model", tmp_path / "adapter")
+    for kind in ("model", "adapter"):
+        card = ModelCard.load(tmp_path / kind / "README.md")
+        assert card.data.base_model == "org/tiny-chat" and card.data.license == "apache-2.0"
+        assert f"[org/tiny-chat](https://huggingface.co/org/tiny-chat) at commit `{commit}`" in card.text
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))
+    assert adapter_config["base_model_name_or_path"] == "org/tiny-chat"
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["_name_or_path"] == "org/tiny-chat"
+    assert 'base_id = "org/tiny-chat"' in (tmp_path / "adapter" / "README.md").read_text(encoding="utf-8")
 
 
 def test_chat_template_prompts_as_xtuner_trained(completed_run: Path, tmp_path: Path) -> None:
@@ -358,11 +393,15 @@ def test_license_comes_from_the_base_model(tmp_path: Path) -> None:
 
 
 def test_base_model_hub_id() -> None:
-    from xtflow.base_model import base_model_hub_id
+    from xtflow.publish import base_model_hub_id
     from xtflow.settings import validate
 
     config = validate({})
     assert base_model_hub_id(config) is None  # the tiny default
+    config["base_model"]["path"] = "hf:internlm/internlm2-chat-1_8b"  # a hub id (issue 14)
+    assert base_model_hub_id(config) == "internlm/internlm2-chat-1_8b"
+    config["base_model"]["path"] = "/models/internlm2-chat-1_8b"  # a local copy, named by the config
+    assert base_model_hub_id(config) is None
     config["publish"]["base_model_id"] = "internlm/internlm2-chat-1_8b"
     assert base_model_hub_id(config) == "internlm/internlm2-chat-1_8b"
 

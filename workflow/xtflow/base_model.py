@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir
@@ -62,16 +61,3 @@ def link_model(src: Path, out: Path) -> None:
     with atomic_dir(out) as tmp:
         for entry in sorted(src.iterdir()):
             (tmp / entry.name).symlink_to(entry)
-
-
-def base_model_hub_id(config: dict[str, Any]) -> str | None:
-    """The base model's id on a model hub, for what is published (model card metadata, the adapter's
-    `base_model_name_or_path`): config `publish.base_model_id` if set (say, the hub id a local
-    directory was downloaded from), else `base_model.path` when it is a hub id rather than a local
-    directory; None for a local directory and for the tiny default."""
-    if config["publish"]["base_model_id"]:
-        return config["publish"]["base_model_id"]
-    path = config["base_model"]["path"]
-    if path is not None and HUB_ID.match(path) and not Path(path).exists():
-        return path
-    return None

@@ -20,6 +20,7 @@ from typing import Any
 from xtflow import paths
 from xtflow.errors import XtflowError
 from xtflow.evaluate import METRICS
+from xtflow.hub import source_record
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
 TAGS = ["xtuner", "lora", "self-cognition", "xtflow"]
@@ -195,6 +196,9 @@ class BaseFacts:
         b = settings["base"]
         if b["hub_id"]:
             text = f"[{b['hub_id']}](https://huggingface.co/{b['hub_id']})"
+            fetched = source_record(base_dir)  # downloaded by rule download_model: the commit it used
+            if fetched and fetched.get("repo_id") == b["hub_id"]:
+                text += f" at commit `{fetched['commit']}`"
         elif b["tiny"]:
             t = b["tiny"]
             taught = " and taught a small general Q&A set" if t["general_skill"] else ""

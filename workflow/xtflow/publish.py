@@ -24,7 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from xtflow.base_model import base_model_hub_id
+from xtflow import hub
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir, atomic_write_text, link_or_copy
 from xtflow.model_card import BaseFacts, card_facts, model_card, read_json, safetensors_header
@@ -83,6 +83,14 @@ def card_settings(config: dict[str, Any]) -> dict[str, Any]:
         "train": {k: config["train"][k] for k in ("deepspeed", "gpus")},
         "xtuner": config["xtuner"],
     }
+
+
+def base_model_hub_id(config: dict[str, Any]) -> str | None:
+    """The base model's id on a model hub, as published (the cards' `base_model`, the adapter's
+    `base_model_name_or_path`): config `publish.base_model_id` if set (the hub id a local directory was
+    downloaded from), else `base_model.path` where it is a hub id (xtflow.hub); None for a local
+    directory and the tiny default."""
+    return config["publish"]["base_model_id"] or hub.hub_id(config)
 
 
 def card_repo_ids(publish_config: dict[str, Any]) -> dict[str, str | None]:

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from xtflow.base_model import HUB_ID
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_write_text, link_or_copy
+from xtflow.hub import HUB_ID
 
 # files git LFS stores (the patterns of Hugging Face's default .gitattributes that a model folder
 # holds), and any file from LFS_MIN_BYTES up
