@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtflow.errors import XtflowError, warn
+from xtflow.progress import mmengine_iteration
 from xtflow.xtuner_tools import run_tool
 
 
@@ -397,7 +398,7 @@ def train(
             # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
             args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
             try:
-                run_tool("train", args, log, gpus=gpus, keep_fds=(lock,))
+                run_tool("train", args, log, gpus=gpus, progress=mmengine_iteration, keep_fds=(lock,))
             except XtflowError as failure:
                 raise training_failure(log, plan, failure) from None
             (work_dir / FINISHED).write_text(last_checkpoint(work_dir).name + "\n", encoding="utf-8")

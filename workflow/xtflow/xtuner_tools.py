@@ -29,11 +29,12 @@ import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from xtflow.errors import XtflowError
+from xtflow.progress import ProgressLine, following
 
 TOOLS: dict[str, str] = {
     "train": "xtuner.tools.train",
@@ -75,17 +76,21 @@ def run_tool(
     log: Path,
     gpus: int = 1,
     env: dict[str, str] | None = None,
+    progress: Callable[[str], str | None] | None = None,
     keep_fds: Sequence[int] = (),
 ) -> None:
     """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails.
 
     A SIGTERM or SIGINT to this process (Snakemake stopping, SLURM's wall-time kill) is passed
     on to the tool, which is waited for, so no orphaned training keeps writing checkpoints.
-    `keep_fds` stay open in the tool (a lock it must hold for as long as it runs).
+    With `progress` (a parser of the tool's log lines, e.g. `progress.mmengine_iteration`), the
+    terminal gets one live line of what it says (xtflow.progress). `keep_fds` stay open in the tool
+    (a lock it must hold for as long as it runs).
     """
     cmd = tool_command(tool, args, gpus)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
+    live = following(log, progress, ProgressLine(tool)) if progress else nullcontext()
+    with open(log, "a", encoding="utf-8") as fh, live:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.Popen(
