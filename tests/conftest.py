@@ -49,22 +49,45 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def snakemake(
-    workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
-) -> subprocess.CompletedProcess:
-    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test.
-    Offline unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
+def snakemake_command(workdir: Path, *args: str) -> list[str]:
+    """Real Snakemake on the xtflow Snakefile in `workdir`, one core."""
+    return [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
+
+
+def snakemake_env(env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The tests' environment for Snakemake: offline unless `env` says otherwise (variables to set, or to
+    remove where None)."""
     run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for key, value in (env or {}).items():
         if value is None:
             run_env.pop(key, None)
         else:
             run_env[key] = value
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
+    return run_env
+
+
+def snakemake(
+    workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test.
+    Offline unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
+    cmd = snakemake_command(workdir, *args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=snakemake_env(env), check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run as a user makes one (`cp -a`: links, hard links and times kept)."""
+    subprocess.run(["cp", "-a", str(src), str(dst)], check=True, timeout=300)
+    return dst
+
+
+def chat(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m xtflow.chat --workdir WORKDIR ARGS...`, its output captured."""
+    cmd = [sys.executable, "-m", "xtflow.chat", "--workdir", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 USER_RECORDS = [
@@ -100,7 +123,7 @@ def quick_config() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One run of .test/config/config.yaml through results/final_model (24 iterations, no general
+    """One run of .test/config/config.yaml through results/final_model (48 iterations, no general
     skill), shared by the tests that inspect it (never modify it; copy it), with Snakemake's output."""
     workdir = tmp_path_factory.mktemp("quick")
     write_config(workdir, quick_config())
@@ -144,7 +167,7 @@ def closed_port() -> str:
 
 
 def hub_config() -> dict[str, Any]:
-    """The smallest run (.test/config/config.yaml: 48 identity records x 4 epochs = 24 iterations) on the hub model."""
+    """The smallest run (.test/config/config.yaml: 48 identity records x 8 epochs = 48 iterations) on the hub model."""
     config = quick_config()
     config["base_model"]["path"] = HUB_ID
     return config

@@ -78,6 +78,8 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     assert load(tmp_path, replace(SETTINGS, compile=True)).model.compile_layers is True
     assert load(tmp_path, replace(SETTINGS, evaluation_before_train=False)).custom_hooks[1].sample_before_train is False
     assert cfg.SYSTEM == chat.system == "You are 'X' \"quoted\" {braces} %s"
+    # training stops at the first nan/inf loss, by hand too
+    assert cfg.custom_hooks[-1].type.__name__ == "StopAtNonFiniteLoss"
     assert cfg.randomness.seed == 1234
     assert cfg.model.llm.torch_dtype == torch.float32
     assert "quantization_config" not in cfg.model.llm

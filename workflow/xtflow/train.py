@@ -191,17 +191,42 @@ FINISHED = "xtflow_finished"  # written when a training of the fingerprinted inp
 ITER = re.compile(r"^iter_(\d+)\.pth$")
 
 
+TRAINING_PACKAGES = ("xtuner", "mmengine", "torch", "transformers", "peft", "bitsandbytes", "deepspeed")
+
+
+def training_software() -> dict[str, str]:
+    """What trains besides the config: the packages' versions and xtflow's training components (the
+    written config imports xtflow.xtuner_plugins)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in TRAINING_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    plugins = Path(__file__).with_name("xtuner_plugins.py").read_bytes()
+    return {**versions, "xtflow.xtuner_plugins": hashlib.sha256(plugins).hexdigest()}
+
+
 def fingerprint(config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int) -> str:
-    """What a checkpoint depends on: config text, dataset bytes, base model files, launch shape."""
+    """What a checkpoint depends on: config text, dataset bytes, the base model's files (sizes and times
+    of change: weights replaced in place count; their contents are not read, they can be gigabytes; JSON
+    files by content), launch shape and the training software. Paths are not part of it: a copied or
+    moved run keeps its fingerprint."""
     h = hashlib.sha256()
     for path in (config, data):
         h.update(path.read_bytes())
     for entry in sorted(model.iterdir()):
         target = entry.resolve()
-        h.update(f"{entry.name}:{target.stat().st_size if target.is_file() else 'dir'}".encode())
-        if entry.suffix == ".json" and target.is_file():
-            h.update(target.read_bytes())
-    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus}).encode())
+        if target.is_file():
+            stat = target.stat()
+            h.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            if entry.suffix == ".json":
+                h.update(target.read_bytes())
+        else:
+            h.update(f"{entry.name}:dir".encode())
+    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus, "software": training_software()}).encode())
     return h.hexdigest()
 
 
