@@ -445,6 +445,14 @@ def killed_in_every_stage(tmp: Path, run: Interrupted) -> str:
     return f"results/final_model answers with the new name: {run.answer}"
 
 
+def no_leftovers(tmp: Path, run: Interrupted) -> str:
+    """SIGKILL inside a job that writes through a temporary name (adapter, merge, ...) leaves it behind; the
+    next attempt removes it (how many the kills left varies with where they landed: printed)."""
+    print(f"temporary outputs left by the kills: {run.leftovers_after_kills}")
+    assert not leftovers(run.project), leftovers(run.project)
+    return "no temporary outputs (.<name>.tmp-*) left after the runs that followed"
+
+
 def second_trainer_refused(tmp: Path, run: Interrupted) -> str:
     assert run.second_trainer, "no second run was started while the first trained"
     return run.second_trainer
@@ -783,6 +791,13 @@ CASES = [
         "a finished project copied (`cp -a`) or moved, then renamed",
         "trains on its own data and answers with the new name",
         moved_project,
+        uses="interrupted",
+    ),
+    Case(
+        "runtime-killed-write-leftovers",
+        "SIGKILL while a job writes its output (its temporary folder stays)",
+        "no temporary outputs (.<name>.tmp-*) left after the runs that followed",
+        no_leftovers,
         uses="interrupted",
     ),
     Case(
