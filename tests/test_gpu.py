@@ -75,7 +75,7 @@ def run_stages(tmp: Path, **overrides) -> Path:
     handle = tmp / "final_checkpoint.pth"
     train(config, data, model, tmp / "work_dir", handle, log, None, 1, s.warmup_ratio)
     export_adapter(config, handle, tmp / "hf_adapter", False, "2GB", log)
-    merge_adapter(model, tmp / "hf_adapter", tmp / "final_model", "cpu", "2GB", log)
+    merge_adapter(model, tmp / "hf_adapter", tmp / "final_model", "cpu", "2GB")
     return tmp
 
 
