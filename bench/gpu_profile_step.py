@@ -133,6 +133,7 @@ def sample(name: str, model, profile: bool, peak: float) -> None:  # noqa: ANN00
     import contextlib
 
     import torch
+
     from xtflow.xtuner_plugins import sampling_context
 
     run(name, model, 4, 4, False, peak, 1.89e9)  # a few training steps first, as in the stage

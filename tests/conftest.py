@@ -84,11 +84,25 @@ def planned_jobs(output: str) -> set[str]:
     return jobs - {"all"}
 
 
+def quick_config() -> dict[str, Any]:
+    """The smallest run through every stage (.test/config/config.yaml over the embedded default)."""
+    return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One run of .test/config/config.yaml through results/final_model (24 iterations, no general
+    skill), shared by the tests that inspect it (never modify it; copy it), with Snakemake's output."""
+    workdir = tmp_path_factory.mktemp("quick")
+    write_config(workdir, quick_config())
+    return workdir, snakemake(workdir, "results/final_model", check=True, timeout=900)
+
+
 @pytest.fixture(scope="session")
 def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full run of the embedded default through the evaluation and the report's pieces
-    (target report_files), shared by the tests that inspect it (never modify it)."""
+    """One full run of the embedded default: the default target (final model, evaluation, the
+    report's pieces), shared by the tests that inspect it (never modify it)."""
     workdir = tmp_path_factory.mktemp("run")
     write_config(workdir, completed_config())
-    snakemake(workdir, "report_files", check=True, timeout=1500)
+    snakemake(workdir, check=True, timeout=1500)
     return workdir

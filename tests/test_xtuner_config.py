@@ -143,3 +143,19 @@ def test_other_builtin_configs_patch_too(tmp_path: Path) -> None:
     """Not only the tutorial's config: another model family's QLoRA config patches and loads."""
     cfg = load(tmp_path, SETTINGS, base="qwen1_5_0_5b_chat_qlora_alpaca_e3")
     assert cfg.pretrained_model_name_or_path == "/models/base" and cfg.train_dataloader.batch_size == 3
+
+
+def test_tensorboard_visualizer_writes_event_files(tmp_path: Path) -> None:
+    """xtuner.visualizer: tensorboard -> mmengine's TensorBoard backend beside its local JSON scalars
+    (which the report's loss curve reads), built from the written config as XTuner's runner builds it."""
+    from mmengine.registry import VISUALIZERS
+
+    assert load(tmp_path, SETTINGS).visualizer is None  # mmengine's default: the local backend only
+    cfg = load(tmp_path, replace(SETTINGS, visualizer="tensorboard"))
+    backends = [b.type.__name__ for b in cfg.visualizer.vis_backends]
+    assert backends == ["LocalVisBackend", "TensorboardVisBackend"]
+    visualizer = VISUALIZERS.build(dict(**cfg.visualizer, name="xtflow-test", save_dir=str(tmp_path / "vis")))
+    visualizer.add_scalars({"loss": 1.5}, step=1)
+    visualizer.close()
+    assert list((tmp_path / "vis" / "vis_data").glob("events.out.tfevents.*"))
+    assert (tmp_path / "vis" / "vis_data" / "scalars.json").is_file()

@@ -15,6 +15,7 @@ from pathlib import Path
 from xtflow.chat_model import ChatModel, RunSettings
 from xtflow.fsutil import atomic_dir
 from xtflow.general_set import general_qa
+from xtflow.progress import ProgressLine
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def teach(model_in: Path, out_dir: Path, spec: SkillSpec, prompt_template: str) 
         else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
     )
     loss = torch.tensor(float("nan"))
+    live = ProgressLine("general_skill")
     for epoch in range(spec.epochs):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
@@ -72,8 +74,10 @@ def teach(model_in: Path, out_dir: Path, spec: SkillSpec, prompt_template: str) 
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
+        live.update(f"epoch {epoch + 1}/{spec.epochs}, loss {loss.item():.4f}")
         if epoch % 50 == 0 or epoch == spec.epochs - 1:
             print(f"xtflow: general skill epoch {epoch + 1}/{spec.epochs} loss {loss.item():.4f}", flush=True)
+    live.close()
     model.eval()
     replies = chat.reply_batch([x.question for x in qa], max_new_tokens=24, batch_size=len(qa))
     accuracy = sum(x.reference in r for x, r in zip(qa, replies)) / len(qa)

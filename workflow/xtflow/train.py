@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xtflow.errors import XtflowError
+from xtflow.progress import mmengine_iteration
 from xtflow.xtuner_tools import run_tool
 
 
@@ -232,6 +233,6 @@ def train(
         args += ["--deepspeed", deepspeed]
     # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
     args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
-    run_tool("train", args, log, gpus=gpus)
+    run_tool("train", args, log, gpus=gpus, progress=mmengine_iteration)
     # (With packing, XTuner shuffles before packing: its sample count can differ by one from the plan's.)
     publish_checkpoint(last_checkpoint(work_dir), handle)

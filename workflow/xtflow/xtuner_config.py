@@ -53,6 +53,7 @@ class XtunerSettings:
     device: str
     evaluation_before_train: bool = True
     compile: bool = False
+    visualizer: str | None = None  # None: mmengine's local JSON scalars only; "tensorboard": also TensorBoard
 
 
 def xtuner_package_dir() -> Path:
@@ -223,6 +224,15 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
     ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
 
+    # PART 6: experiment tracking through mmengine's visualizer backends (watch a long run live).
+    if s.visualizer == "tensorboard":
+        ed.set_assignment("visualizer", TENSORBOARD_VISUALIZER)
+        ed.insert_after_imports(
+            "from mmengine.visualization import LocalVisBackend, TensorboardVisBackend, Visualizer  # xtflow"
+        )
+    elif s.visualizer is not None:
+        raise XtflowError(f"config key 'xtuner.visualizer': '{s.visualizer}' is not one of null, tensorboard")
+
     ed.insert_after_imports(PLUGIN_IMPORT)
     if s.device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
@@ -230,6 +240,10 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
 
 
 PLUGIN_IMPORT = "from xtflow.xtuner_plugins import BatchedEvaluateChatHook, FastLoraSupervisedFinetune  # xtflow"
+# the local backend keeps vis_data/scalars.json, which the report's loss curve reads
+TENSORBOARD_VISUALIZER = (
+    "dict(type=Visualizer, vis_backends=[dict(type=LocalVisBackend), dict(type=TensorboardVisBackend)])"
+)
 
 
 HEADER = """\
@@ -279,4 +293,5 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         device=xt["device"],
         evaluation_before_train=xt["evaluation_before_train"],
         compile=xt["compile"],
+        visualizer=xt["visualizer"],
     )

@@ -29,11 +29,12 @@ import runpy
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from xtflow.errors import XtflowError
+from xtflow.progress import ProgressLine, following
 
 TOOLS: dict[str, str] = {
     "train": "xtuner.tools.train",
@@ -69,15 +70,25 @@ def tool_command(tool: str, args: Sequence[str], gpus: int = 1) -> list[str]:
     return [sys.executable, "-m", "xtflow.xtuner_tools", tool, *args]
 
 
-def run_tool(tool: str, args: Sequence[str], log: Path, gpus: int = 1, env: dict[str, str] | None = None) -> None:
+def run_tool(
+    tool: str,
+    args: Sequence[str],
+    log: Path,
+    gpus: int = 1,
+    env: dict[str, str] | None = None,
+    progress: Callable[[str], str | None] | None = None,
+) -> None:
     """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails.
 
     A SIGTERM or SIGINT to this process (Snakemake stopping, SLURM's wall-time kill) is passed
     on to the tool, which is waited for, so no orphaned training keeps writing checkpoints.
+    With `progress` (a parser of the tool's log lines, e.g. `progress.mmengine_iteration`), the
+    terminal gets one live line of what it says (xtflow.progress).
     """
     cmd = tool_command(tool, args, gpus)
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
+    live = following(log, progress, ProgressLine(tool)) if progress else nullcontext()
+    with open(log, "a", encoding="utf-8") as fh, live:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
         proc = subprocess.Popen(
