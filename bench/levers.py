@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--probes", choices=["dev", "shipped"], default="dev")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("overrides", nargs="*", metavar="KEY=YAML_VALUE")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     for item in args.overrides:
