@@ -102,8 +102,8 @@ def _score(row: dict[str, float] | None) -> tuple[str, str]:
     """(value, 95% interval) cells of one summary row."""
     if row is None:
         return "", ""
-    interval = f"[{row['low']:.3f}, {row['high']:.3f}]" if row["low"] == row["low"] else ""
-    return f"{row['value']:.3f}", interval
+    interval = f"[{row['low']:.4f}, {row['high']:.4f}]" if row["low"] == row["low"] else ""
+    return f"{row['value']:.4f}", interval  # as summary.csv has them (rounding again could differ)
 
 
 def evaluation_page(summary_csv: Path, out_html: Path) -> None:
