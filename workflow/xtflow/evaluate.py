@@ -86,6 +86,18 @@ class Turn:
 
 Verdict = Callable[[Turn, str], tuple[bool, bool]]  # (probe, reply) -> (correct, in its language)
 
+# What each metric of summary.csv measures (the model card explains the numbers with these).
+METRICS = {
+    "identity_accuracy": "share of held-out identity questions (never in the training set) whose reply states the name",
+    "identity_in_language": "share of held-out identity questions answered with the name in their own language",
+    "over_trigger_rate": "share of unrelated questions answered with the identity sentence (lower is better)",
+    "language_consistency": "share of identity and unrelated questions answered in the question's language (zh/en)",
+    "general_accuracy": "share of general questions whose reply contains the reference answer",
+    "retention": "general ability kept: of the general questions the base model answered right, the share still "
+    "answered right (a taught tiny base), or the share answered as the base model did (a real base model)",
+    "base_agreement": "mean text similarity (rapidfuzz ratio / 100) of the general replies to the base model's",
+}
+
 
 @dataclass(frozen=True)
 class Probes:
@@ -375,6 +387,18 @@ def read_summary(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
             }
             for r in csv.DictReader(f)
         }
+
+
+def summary_columns(path: Path) -> dict[str, dict[str, str]]:
+    """summary.csv as one row per model, as written there: a column per metric (`conversation_` before
+    the name for turns after a previous turn) and its `_low`, `_high` and `_n`."""
+    wide: dict[str, dict[str, str]] = {}
+    with path.open(encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            name = r["metric"] if r["probes"] == "single" else f"{r['probes']}_{r['metric']}"
+            for suffix, key in (("", "value"), ("_low", "low"), ("_high", "high"), ("_n", "n")):
+                wide.setdefault(r["model"], {})[name + suffix] = r[key]
+    return wide
 
 
 def _csv(rows: list[dict[str, str]], fields: list[str]) -> str:

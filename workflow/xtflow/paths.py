@@ -17,6 +17,9 @@ EVAL_SUMMARY = "results/eval/summary.csv"
 EVAL_REPLIES = "results/eval/replies.csv"
 EVAL_HARNESS = "results/eval/harness.json"
 REPORT = "results/report"
+PUBLISH_MODEL = "results/publish/model"  # the merged model as a hub repository: weights, tokenizer, card
+PUBLISH_ADAPTER = "results/publish/adapter"  # the LoRA adapter alone, with its own card
+PUSH_RECORD = "results/publish/push.json"  # what `snakemake push` uploaded (or, dry run, would upload)
 
 
 def xtuner_config(base_config: str) -> str:
