@@ -81,7 +81,7 @@ def test_zero2_trains_in_one_process_and_exports(
         SETTINGS,
         model_path=str(model),
         data_path=str(data),
-        batch_size=48,  # the whole set: one iteration
+        batch_size=len(json.loads(data.read_text(encoding="utf-8"))),  # the whole set: one iteration
         accumulative_counts=1,
         max_epochs=1,
         lr=5e-3,
