@@ -54,6 +54,12 @@ class XtunerSettings:
     evaluation_before_train: bool = True
     compile: bool = False
     visualizer: str | None = None  # None: mmengine's local JSON scalars only; "tensorboard": also TensorBoard
+    # None: XTuner's choice (find_all_linear_names); "all-linear": all but the output layer; or layer names
+    lora_target_modules: str | list[str] | None = None
+    # False: XTuner's own SupervisedFinetune and EvaluateChatHook, the tutorial's config with its values
+    # patched in and nothing of xtflow's (the benchmarks' stock baseline; compile and the sampling
+    # settings need xtflow's components)
+    plugins: bool = True
 
 
 def xtuner_package_dir() -> Path:
@@ -180,14 +186,20 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     model_type = ed.keyword(model, "type", "model").value
     if ed.text(model_type) != "SupervisedFinetune":
         raise PatchError(f"{origin}: model type is not SupervisedFinetune (xtflow fine-tunes with LoRA)")
-    # xtflow's LoRA preparation (xtflow.xtuner_plugins); compile_layers: torch.compile each decoder layer
-    ed.replace(model_type, "FastLoraSupervisedFinetune")
-    ed.add_keyword(model, "compile_layers", r(s.compile), "model")
+    if s.plugins:
+        # xtflow's LoRA preparation and attention choice (xtflow.xtuner_plugins); compile_layers:
+        # torch.compile each decoder layer
+        ed.replace(model_type, "FastLoraSupervisedFinetune")
+        ed.add_keyword(model, "compile_layers", r(s.compile), "model")
+    elif s.compile or not s.evaluation_before_train:
+        raise XtflowError("xtuner.compile and xtuner.evaluation_before_train: false need xtflow's components")
     ed.add_keyword(model, "use_activation_checkpointing", r(s.gradient_checkpointing), "model")
     lora = ed.dict_path("model", "lora")
     ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
     ed.set_keyword(lora, "lora_alpha", r(s.lora_alpha), "model.lora")
     ed.set_keyword(lora, "lora_dropout", r(s.lora_dropout), "model.lora")
+    if s.lora_target_modules is not None:
+        ed.add_keyword(lora, "target_modules", r(s.lora_target_modules), "model.lora")
 
     # PART 3: the training data is xtflow's JSON in XTuner's conversation format.
     ds_name, ds = _find_dataset_dict(ed)
@@ -224,11 +236,12 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
 
     # PART 5: bounded, batched sampling during training (xtflow.xtuner_plugins.BatchedEvaluateChatHook).
     chat_hook = _find_hook(ed, "EvaluateChatHook")
-    ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
     ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
-    ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
-    # Stop at the first nan/inf loss, naming the learning rate (xtflow.xtuner_plugins.StopAtNonFiniteLoss).
-    ed.insert_before(ed.assignment("default_hooks"), "custom_hooks += [dict(type=StopAtNonFiniteLoss)]  # xtflow")
+    if s.plugins:
+        ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
+        ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
+        # Stop at the first nan/inf loss, naming the learning rate (xtflow.xtuner_plugins.StopAtNonFiniteLoss).
+        ed.insert_before(ed.assignment("default_hooks"), "custom_hooks += [dict(type=StopAtNonFiniteLoss)]  # xtflow")
 
     # PART 6: experiment tracking through mmengine's visualizer backends (watch a long run live).
     if s.visualizer == "tensorboard":
@@ -239,7 +252,8 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     elif s.visualizer is not None:
         raise XtflowError(f"config key 'xtuner.visualizer': '{s.visualizer}' is not one of null, tensorboard")
 
-    ed.insert_after_imports(PLUGIN_IMPORT)
+    if s.plugins:
+        ed.insert_after_imports(PLUGIN_IMPORT)
     if s.device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
     return ed.result()
@@ -296,6 +310,7 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         lora_r=xt["lora"]["r"],
         lora_alpha=xt["lora"]["alpha"],
         lora_dropout=xt["lora"]["dropout"],
+        lora_target_modules=xt["lora"]["target_modules"],
         load_in_4bit=xt["load_in_4bit"],
         dtype=xt["dtype"],
         gradient_checkpointing=xt["gradient_checkpointing"],
