@@ -326,7 +326,7 @@ def long_user_record(tmp: Path, quick: tuple) -> str:
     proc = snakemake(project, *targets, "--config", "dataset={files: [data/long.json]}", check=True)
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("xtflow: warning")]
     assert line in (project / "logs" / "train.log").read_text(encoding="utf-8")
-    assert "1 of 49 records longer than max_length 256" in (project / "logs" / "train.log").read_text()
+    assert "1 of 97 records longer than max_length 256" in (project / "logs" / "train.log").read_text()
     page = (project / "results" / "report" / "dataset.html").read_text(encoding="utf-8")
     assert "records longer than xtuner.max_length 256 (cut)</td><td>1<" in page
     return line
@@ -768,7 +768,7 @@ CASES = [
     Case(
         "data-cut-at-max-length",
         "a user record longer than max_length (XTuner cuts it)",
-        "xtflow: warning: 1 of 49 training records are longer than xtuner.max_length 256: XTuner cuts them there",
+        "xtflow: warning: 1 of 97 training records are longer than xtuner.max_length 256: XTuner cuts them there",
         long_user_record,
         uses="quick_run",
     ),
