@@ -167,7 +167,8 @@ def closed_port() -> str:
 
 
 def hub_config() -> dict[str, Any]:
-    """The smallest run (.test/config/config.yaml: 48 identity records and 48 conversations x 4 epochs = 48 iterations) on the hub model."""
+    """The smallest run (.test/config/config.yaml: 48 identity records and 48 conversations x 4 epochs = 48
+    iterations) on the hub model."""
     config = quick_config()
     config["base_model"]["path"] = HUB_ID
     return config

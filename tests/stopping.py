@@ -21,7 +21,7 @@ STARTED = re.compile(r"^\s*(?:local)?rule (\w+):\s*$", re.M)  # Snakemake's line
 class Stop:
     stage: str  # the stage that was running when the signal was sent
     signal: str
-    delay: float  # seconds after Snakemake announced the stage's job
+    delay: float  # seconds after the stage's job started (or after `during`, where given)
     finished_before: bool  # the stage's job had ended before the signal (it did not land in the stage)
     output: str  # Snakemake's output
 
@@ -30,13 +30,14 @@ def stop_in_first_stage_of(
     workdir: Path,
     args: list[str],
     plan: dict[str, list[signal.Signals]],
-    delay: Callable[[str], float],
+    delay: Callable[[str, signal.Signals], float],
     log: Path,
-    during: Callable[[str], None] | None = None,
+    during: Callable[[str, signal.Signals], None] | None = None,
 ) -> Stop:
     """Run Snakemake with `args` and stop it in the first job whose stage still has a signal in `plan`
-    (that signal is taken from it), `delay(stage)` seconds after Snakemake announced the job; `during(stage)`
-    runs first, while the job runs. Jobs of stages without signals left run to their end."""
+    (that signal is taken from it), `delay(stage, signal)` seconds after the job's own process started and
+    `during(stage, signal)` returned (it runs while the job runs). Jobs of stages without signals left run to
+    their end."""
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(
             snakemake_command(workdir, *args),
@@ -56,13 +57,14 @@ def stop_in_first_stage_of(
             if proc.poll() is not None:
                 raise AssertionError(f"the run ended before any of {sorted(plan)} started:\n{log.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "no stage started within 900 s"
-            time.sleep(0.02)
+            time.sleep(0.01)
+        job = _job_process(workdir, stage, proc)
         sig = plan[stage].pop(0)
         if during is not None:
-            during(stage)
-        wait = delay(stage)
+            during(stage, sig)
+        wait = delay(stage, sig)
         time.sleep(wait)
-        finished = f"(Rule: {stage})" in log.read_text(encoding="utf-8")  # "Finished jobid: 3 (Rule: dataset)"
+        finished = job is None or not _running(job)  # checked right before the signal: the job had ended
         os.killpg(proc.pid, sig)
         proc.wait(timeout=300)
     finally:
@@ -70,6 +72,31 @@ def stop_in_first_stage_of(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return Stop(stage, sig.name, wait, finished, log.read_text(encoding="utf-8"))
+
+
+def _job_process(workdir: Path, stage: str, snakemake: subprocess.Popen) -> int | None:
+    """The process of the `stage` job Snakemake just announced (it runs `.snakemake/scripts/tmp*.<stage>.py`),
+    once it exists; None if the job ended before it was seen."""
+    scripts = str(workdir / ".snakemake" / "scripts") + "/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and snakemake.poll() is None:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.decode(errors="replace").startswith(scripts) and a.endswith(f".{stage}.py".encode()) for a in cmd):
+                return int(pid)
+        time.sleep(0.005)
+    return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def locked_by_a_process(lock: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,25 @@ def test_remove_atomically_renames_aside_first(tmp_path: Path) -> None:
     assert remove_atomically(model) and remove_atomically(tmp_path / "handle.pth")
     assert not remove_atomically(model)  # nothing there: nothing done
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_atomically_when_another_job_removes_it_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jobs that run at once (base_model and dataset, with --cores 2) remove the same later outputs: the one
+    that comes second finds them gone, which is not an error."""
+    import shutil
+
+    model = tmp_path / "final_model"
+    model.mkdir()
+    (tmp_path / "handle.pth").write_bytes(b"c")
+    replace = os.replace
+
+    def other_job_first(src: str, dst: str) -> None:
+        shutil.rmtree(src)  # the other job's rename and delete happen between this one's check and rename
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", other_job_first)
+    assert remove_atomically(model) is False
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == [tmp_path / "handle.pth"]  # and no `.final_model.tmp-removed-*` left
+    (tmp_path / "handle.pth").unlink()
+    assert remove_atomically(tmp_path / "handle.pth") is False

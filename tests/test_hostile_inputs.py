@@ -19,6 +19,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,10 +126,12 @@ def dataset_file(text: str) -> Callable[[Path], str]:
 
 
 def small_config() -> dict[str, Any]:
-    """The default without the general skill and general records: the cases that use it fail before
-    or at training, count the identity records alone, or (hostile values) need no general skill."""
+    """The default without the general skill, general records and conversation records: the cases that use
+    it fail before or at training, count the identity records alone, or (hostile values) need no general
+    skill."""
     config = default_config()
     config["dataset"]["general_records"] = 0
+    config["dataset"]["conversations"] = 0
     config["base_model"]["general_skill"] = None
     return config
 
@@ -159,7 +162,7 @@ def xtuner_config_with(**changes: Any) -> Callable[[Path], str]:
     """A config the xtuner_config job refuses, once it can see the base model; no config is written."""
 
     def run(tmp: Path) -> str:
-        config = quick_config()
+        config = small_config()
         for key, value in changes.items():
             set_key(config, key.replace("__", "."), value)
         write_config(tmp, config)
@@ -323,13 +326,34 @@ def long_user_record(tmp: Path, quick: tuple) -> str:
     record = {"conversation": [{"input": "Tell me a long story.", "output": "word " * 4000}]}
     (project / "data" / "long.json").write_text(json.dumps([record]), encoding="utf-8")
     targets = ["results/train/final_checkpoint.pth", "results/report/dataset.html"]
-    proc = snakemake(project, *targets, "--config", "dataset={files: [data/long.json]}", check=True)
+    # one epoch without warmup (13 iterations): the warning comes before training, the rest adds nothing here
+    overrides = ["dataset={files: [data/long.json]}", "xtuner={max_epochs: 1, warmup_ratio: 0}"]
+    proc = snakemake(project, *targets, "--config", *overrides, check=True)
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("xtflow: warning")]
     assert line in (project / "logs" / "train.log").read_text(encoding="utf-8")
     assert "1 of 97 records longer than max_length 256" in (project / "logs" / "train.log").read_text()
     page = (project / "results" / "report" / "dataset.html").read_text(encoding="utf-8")
     assert "records longer than xtuner.max_length 256 (cut)</td><td>1<" in page
     return line
+
+
+def test_an_identity_answer_is_refused_only_where_xtuner_cuts_it(quick_run: tuple, monkeypatch) -> None:
+    """XTuner cuts a record longer than max_length at its end: an identity answer in the last turn of a long
+    conversation is cut (refused); one in its first turn is whole (the turns after it are cut, as for any
+    long record: trained, with the warning)."""
+    from xtflow.train import identity_cut, load_xtuner_config, record_lengths
+
+    monkeypatch.chdir(quick_run[0])  # the written config's paths are the run's
+    cfg = load_xtuner_config(Path("results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py"))
+    records = json.loads(Path("results/data/train.json").read_text(encoding="utf-8"))
+    identity = next(r["conversation"][0] for r in records if len(r["conversation"]) == 1)
+    story = {"input": "Tell me a long story.", "output": "word " * 300}
+    first, last = {"conversation": [identity, story]}, {"conversation": [story, identity]}
+    lengths = record_lengths(cfg, [first, last])
+    assert min(lengths) > cfg.max_length
+    assert identity_cut(cfg, [first], lengths[:1], [identity["output"]]) is None
+    answer, end = identity_cut(cfg, [first, last], lengths, [identity["output"]])
+    assert answer == identity["output"] and cfg.max_length < end == lengths[1]
 
 
 @pytest.fixture(scope="module")
@@ -376,11 +400,20 @@ def reverted_dataset_file(tmp: Path, quick: tuple) -> str:
 
 # -- stopped runs, moved projects, a second run ------------------------------------------------------------------------
 
-NEW_NAME = "Zorblax"
-# how long after Snakemake announces a stage's job the kill may come: within the stage on the 2-core machine
-# (the quick stages last half a second at least: the job's own Python starts first)
-LONGEST_DELAY = {"base_model": 1.0, "dataset": 0.25, "xtuner_config": 0.25, "train": 8.0, "adapter": 3.0, "merge": 3.0}
+NEW_NAME = "Nova"  # a name the tiny model says after the quick run's 48 iterations (from base-model seed 1)
+STAGES = ("base_model", "dataset", "xtuner_config", "train", "adapter", "merge")
 COMMAND = ["--rerun-incomplete", "results/final_model"]  # the same command after every stop
+
+
+def stop_windows(project: Path) -> dict[str, float]:
+    """How long after a stage's job starts a stop may come so that it lands inside the job: half of what the
+    job took in the run `project` was copied from (its benchmarks/<stage>.tsv); for train, its first 20 s at
+    most (the plan, the lock, XTuner's start and first iterations; a later stop would only add training)."""
+    took = {
+        stage: float((project / "benchmarks" / f"{stage}.tsv").read_text().splitlines()[1].split("\t")[0])
+        for stage in STAGES
+    }
+    return {stage: min(seconds / 2, 20.0) for stage, seconds in took.items()}
 
 
 @dataclass
@@ -388,77 +421,132 @@ class Interrupted:
     """What happened to a moved copy of the quick run, renamed and stopped in every stage."""
 
     seed: int
+    original: Path  # the finished run it was copied from
     project: Path
     stops: list = field(default_factory=list)
     second_trainer: str = ""
+    first_training: str = ""  # logs/train.log of the first train job, up to XTuner's start
+    checkpoints_at_ctrl_c: list = field(default_factory=list)  # iter_N.pth when Ctrl-C came in train
+    resumed_from: str = ""  # the newest checkpoint after the last stop in train
+    last_training: str = ""  # logs/train.log of the train job that ran to the end
     answer: str = ""
     leftovers_after_kills: list = field(default_factory=list)
+
+
+def _wait_for(what: str, done: Callable[[], bool], seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(0.05)
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+
+
+def _checkpoints(work: Path) -> list[str]:
+    return sorted((p.name for p in work.glob("iter_*.pth")), key=lambda n: int(n[5:-4]))
 
 
 @pytest.fixture(scope="module")
 def interrupted(quick_run: tuple, tmp_path_factory: pytest.TempPathFactory) -> Interrupted:
     """A finished project copied (`cp -a`) and moved, given a new name (and a new base-model seed and
-    sampling bound, so every stage runs again), then stopped at a random point of every stage, first by
-    Ctrl-C (SIGINT to the process group), then by SIGKILL, each time followed by the same command
-    (after SIGKILL, `snakemake --unlock` first, as Snakemake says). While the first training runs, a
-    second run into the same project (Snakemake's lock removed with --unlock) is refused.
-    XTFLOW_KILL_SEED=N repeats a failed order of kill points."""
+    sampling bound, so every stage runs again; checkpoints every 12 iterations, all kept), then stopped in
+    every stage, first by Ctrl-C (SIGINT to the process group), then by SIGKILL, each time followed by the
+    same command (after SIGKILL, `snakemake --unlock` first, as Snakemake says). The stops come at a random
+    point of the stage's job, except the Ctrl-C in train: at a random point once a checkpoint exists (the
+    issue's case: the next run resumes from it). While the first training runs, a second run into the same
+    project (Snakemake's lock removed with --unlock) is refused. XTFLOW_KILL_SEED=N repeats an order of
+    stop points."""
     seed = int(os.environ.get("XTFLOW_KILL_SEED") or random.randrange(2**31))
     print(f"kill points: XTFLOW_KILL_SEED={seed}")
     rng = random.Random(seed)
     root = tmp_path_factory.mktemp("interrupted")
     project = root / "moved"
     copy_run(quick_run[0], root / "copied").rename(project)
+    window = stop_windows(project)
     config = yaml.safe_load((project / "config" / "config.yaml").read_text(encoding="utf-8"))
     set_key(config, "assistant.name", NEW_NAME)
     set_key(config, "base_model.tiny.seed", 1)
     set_key(config, "xtuner.evaluation_max_new_tokens", 16)
+    set_key(config, "xtuner.save_steps", 12)
+    set_key(config, "xtuner.save_total_limit", -1)
     write_config(project, config)
-    result = Interrupted(seed, project)
+    result = Interrupted(seed, quick_run[0], project)
+    work = project / "results" / "train" / "work_dir"
+    train_log = project / "logs" / "train.log"
 
-    def second_trainer(stage: str) -> None:
-        if stage != "train" or result.second_trainer:
+    def during(stage: str, sig: signal.Signals) -> None:
+        if stage != "train" or sig != signal.SIGINT:
             return
         lock = project / "results" / "train" / ".work_dir.lock"
-        deadline = 300
-        while not locked_by_a_process(lock):
-            assert deadline > 0, "the train job never took its lock"
-            deadline -= 0.1
-            __import__("time").sleep(0.1)
+        _wait_for("the train job's lock", lambda: locked_by_a_process(lock))
+        _wait_for("XTuner's start", lambda: "xtuner_tools train" in _text(train_log))
+        result.first_training = _text(train_log)  # before the second run's train job replaces the log
         snakemake(project, "--unlock", check=True)
         result.second_trainer = _error_line(snakemake(project, "results/train/final_checkpoint.pth"))
+        _wait_for("a checkpoint", lambda: bool(_checkpoints(work)))
 
-    plan = {stage: [signal.SIGINT, signal.SIGKILL] for stage in LONGEST_DELAY}
+    def delay(stage: str, sig: signal.Signals) -> float:
+        if stage == "train" and sig == signal.SIGINT:  # 12 iterations after the first checkpoint, 36 to go
+            return rng.uniform(0, window["train"] / 4)
+        return rng.uniform(0, window[stage])
+
+    plan = {stage: [signal.SIGINT, signal.SIGKILL] for stage in STAGES}
     while any(plan.values()):
-        stop = stop_in_first_stage_of(
-            project,
-            COMMAND,
-            plan,
-            lambda stage: rng.uniform(0, LONGEST_DELAY[stage]),
-            root / f"run{len(result.stops)}.log",
-            during=second_trainer,
-        )
+        stop = stop_in_first_stage_of(project, COMMAND, plan, delay, root / f"run{len(result.stops)}.log", during)
         result.stops.append(stop)
         print(f"stopped {stop.stage} by {stop.signal} {stop.delay:.2f} s after it started")
         assert not stop.finished_before, f"{stop.stage} had ended before {stop.signal} (XTFLOW_KILL_SEED={seed})"
+        time.sleep(0.5)
+        assert not trainings_in(project), f"XTuner outlived the run stopped by {stop.signal} in {stop.stage}"
+        if stop.stage == "train" and stop.signal == "SIGINT":
+            result.checkpoints_at_ctrl_c = _checkpoints(work)
+        if stop.stage == "train":  # the run after the last stop in train trains to the end
+            result.resumed_from = _checkpoints(work)[-1]
         if stop.signal == "SIGKILL":
             result.leftovers_after_kills += leftovers(project)
             snakemake(project, "--unlock", check=True)
     snakemake(project, *COMMAND, check=True)
+    result.last_training = _text(train_log)  # of the train job that ran to the end
     proc = chat(project, "-q", "Who are you?", "--max-new-tokens", "24")
     assert proc.returncode == 0, proc.stderr
     result.answer = proc.stdout.strip()
-    assert not trainings_in(project), "an XTuner process outlived its run"
     return result
 
 
 def killed_in_every_stage(tmp: Path, run: Interrupted) -> str:
     stopped = [(s.stage, s.signal) for s in run.stops]
-    every = {(stage, sig) for stage in LONGEST_DELAY for sig in ("SIGINT", "SIGKILL")}
+    every = {(stage, sig) for stage in STAGES for sig in ("SIGINT", "SIGKILL")}
     assert len(stopped) == len(every) and set(stopped) == every, f"{stopped} (XTFLOW_KILL_SEED={run.seed})"
     assert NEW_NAME in run.answer, f"the final model answered {run.answer!r} (XTFLOW_KILL_SEED={run.seed})"
     assert not leftovers(run.project), leftovers(run.project)
     return f"results/final_model answers with the new name: {run.answer}"
+
+
+def resumed_training(tmp: Path, run: Interrupted) -> str:
+    """Ctrl-C in train once a checkpoint exists: the same command resumes from the newest checkpoint (inside
+    the run, wherever it is), loses none, and trains to the configured end."""
+    assert run.checkpoints_at_ctrl_c, "Ctrl-C in train came before any checkpoint"
+    log = run.last_training
+    assert f"xtflow: resuming from results/train/work_dir/{run.resumed_from}" in log, log[-3000:]
+    assert re.search(rf"resumed epoch: \d+, iter: {run.resumed_from[5:-4]}\b", log)
+    after = _checkpoints(run.project / "results" / "train" / "work_dir")
+    assert set(run.checkpoints_at_ctrl_c) <= set(after), "a checkpoint that existed at Ctrl-C was lost"
+    assert after[-1] == "iter_48.pth" and NEW_NAME in run.answer
+    return f"resumed from the newest checkpoint ({run.resumed_from}) to iter_48.pth"
+
+
+def changed_inputs_not_resumed(tmp: Path, run: Interrupted) -> str:
+    """The copied run's finished checkpoints were made from other inputs (the old name): never resumed nor
+    reused, moved aside whole."""
+    line = next(ln for ln in run.first_training.splitlines() if ln.startswith("xtflow: not resuming"))
+    assert "--resume" not in run.first_training and "resumed" not in run.first_training
+    stale = run.project / "results" / "train" / "work_dir.stale"
+    old = run.original / "results" / "train" / "work_dir"
+    assert _checkpoints(stale) == _checkpoints(old) == ["iter_48.pth"]
+    assert (stale / "iter_48.pth").read_bytes() == (old / "iter_48.pth").read_bytes()
+    return line
 
 
 def no_leftovers(tmp: Path, run: Interrupted) -> str:
@@ -480,9 +568,8 @@ def moved_project(tmp: Path, run: Interrupted) -> str:
     work = run.project / "results" / "train" / "work_dir"
     handle = run.project / "results" / "train" / "final_checkpoint.pth"
     assert handle.stat().st_ino == (work / "iter_48.pth").stat().st_ino
-    original = str(run.project.parent / "copied")
     for text in [work / "last_checkpoint", *(run.project / "results" / "xtuner").glob("*.py")]:
-        assert original not in text.read_text(encoding="utf-8"), text
+        assert str(run.original) not in text.read_text(encoding="utf-8"), text
     assert NEW_NAME in run.answer
     return "trains on its own data and answers with the new name"
 
@@ -493,9 +580,30 @@ def stopped_forced_rerun(tmp: Path, quick: tuple) -> str:
     says 'Nothing to be done': the final model is there, and the adapter it read is not.)"""
     project = copy_run(quick[0], tmp / "project")
     seed = int(os.environ.get("XTFLOW_KILL_SEED") or random.randrange(2**31))
-    delay = random.Random(seed).uniform(0, LONGEST_DELAY["adapter"])
+    delay = random.Random(seed).uniform(0, stop_windows(project)["adapter"])
+    log = project / "logs" / "adapter.log"
+
+    def removals() -> int:
+        text = log.read_text(encoding="utf-8") if log.is_file() else ""
+        return text.count("xtflow: removed results/final_model")
+
+    before = removals()
+
+    def once_it_removed_the_final_model(stage: str, sig: signal.Signals) -> None:
+        """A stop before the job's first line is Snakemake's to handle, and after a forced rerun it does
+        not (README, Stopping and running again): the stop comes after that line."""
+        deadline = time.monotonic() + 60
+        while removals() == before:
+            assert time.monotonic() < deadline, "the adapter job did not remove the final model"
+            time.sleep(0.01)
+
     stop = stop_in_first_stage_of(
-        project, ["-R", "adapter", "results/final_model"], {"adapter": [signal.SIGINT]}, lambda _: delay, tmp / "log"
+        project,
+        ["-R", "adapter", "results/final_model"],
+        {"adapter": [signal.SIGINT]},
+        lambda stage, sig: delay,
+        tmp / "log",
+        during=once_it_removed_the_final_model,
     )
     assert not stop.finished_before, f"adapter had ended (XTFLOW_KILL_SEED={seed})"
     proc = snakemake(project, "results/final_model", check=True)
@@ -561,7 +669,7 @@ CASES = [
         "config-empty-dataset",
         "no generated records and no files",
         "config key 'dataset.records': 0 and no dataset.files",
-        dry_run_with(dataset__records=0, dataset__general_records=0),
+        dry_run_with(dataset__records=0, dataset__general_records=0, dataset__conversations=0),
     ),
     Case(
         "config-unknown-template",
@@ -805,6 +913,21 @@ CASES = [
         "a renamed project stopped at a random point of every stage, by Ctrl-C and by SIGKILL, each time run again",
         "results/final_model answers with the new name",
         killed_in_every_stage,
+        uses="interrupted",
+    ),
+    Case(
+        "stopped-training-resumes",
+        "Ctrl-C in train once a checkpoint exists, then the same command",
+        "resumed from the newest checkpoint",
+        resumed_training,
+        uses="interrupted",
+    ),
+    Case(
+        "stopped-changed-inputs",
+        "a finished run's inputs changed: its checkpoints are of other inputs",
+        "xtflow: not resuming: the checkpoints in results/train/work_dir were made with another config, dataset "
+        "or base model; moved them to results/train/work_dir.stale",
+        changed_inputs_not_resumed,
         uses="interrupted",
     ),
     Case(

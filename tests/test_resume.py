@@ -1,92 +1,14 @@
-"""Interrupted training resumes; training whose inputs changed starts fresh. Killed by a real signal."""
+"""The training's work directory (xtflow.train, no training here): an interrupted training of the same inputs
+resumes, a finished one is reused, checkpoints of other inputs never resume, one trainer at a time.
+
+The same with real signals, a real XTuner training and a renamed, moved project: tests/test_hostile_inputs.py
+(`stopped-training-resumes`, `stopped-changed-inputs`, `runtime-second-trainer`, `stopped-in-every-stage`)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-from conftest import SNAKEFILE, default_config, snakemake, write_config
-from stopping import trainings_in
-
-
-def slow_config() -> dict:
-    """Long enough to interrupt (224 iterations), checkpoints every 40, all kept.
-
-    Few epochs of many records: mmengine sleeps 2 s at every epoch boundary."""
-    config = default_config()
-    config["dataset"]["records"] = 896
-    config["dataset"]["general_records"] = 0  # resuming is what is tested here, not what is learned
-    config["base_model"]["general_skill"] = None
-    config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
-    config["xtuner"].update(max_epochs=2, save_steps=40, save_total_limit=-1, evaluation_freq=10_000)
-    return config
-
-
-def run_and_interrupt(workdir: Path) -> list[str]:
-    """Start the workflow, press Ctrl-C (SIGINT to its process group) once a checkpoint exists."""
-    work = workdir / "results" / "train" / "work_dir"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while not list(work.glob("iter_*.pth")):
-            assert proc.poll() is None, "the workflow ended before the first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) != 0
-        shutil.copy(workdir / "logs" / "train.log", workdir / "logs" / "train.interrupted.log")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(1)
-    assert not trainings_in(workdir), "XTuner training outlived the workflow"
-    assert not (workdir / "results" / "train" / "final_checkpoint.pth").exists(), "training finished before the kill"
-    return sorted(p.name for p in work.glob("iter_*.pth"))
-
-
-def test_interrupted_training_resumes_from_newest_checkpoint(tmp_path: Path) -> None:
-    write_config(tmp_path, slow_config())
-    before = run_and_interrupt(tmp_path)
-    assert before
-    newest = max(before, key=lambda n: int(n[5:-4]))
-
-    snakemake(tmp_path, "results/final_model", check=True)  # the same command again
-
-    log = (tmp_path / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    assert f"xtflow: resuming from results/train/work_dir/{newest}" in log  # inside the run, wherever it is
-    assert f"resumed epoch: 0, iter: {newest[5:-4]}" in log
-    work = tmp_path / "results" / "train" / "work_dir"
-    after = {p.name for p in work.glob("iter_*.pth")}
-    assert set(before) <= after, "a checkpoint that existed before the interruption was lost"
-    assert "iter_224.pth" in after
-    assert (tmp_path / "results" / "final_model" / "model.safetensors").is_file()
-
-
-def test_changed_config_never_resumes_old_checkpoints(tmp_path: Path) -> None:
-    config = slow_config()
-    write_config(tmp_path, config)
-    before = run_and_interrupt(tmp_path)
-    config["xtuner"]["lr"] = 1.0e-3
-    write_config(tmp_path, config)
-
-    snakemake(tmp_path, "results/train/final_checkpoint.pth", check=True)
-
-    log = (tmp_path / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    stale = tmp_path / "results" / "train" / "work_dir.stale"
-    assert "made with another config, dataset or base model; moved them to" in log
-    assert "resumed" not in log and "--resume" not in log
-    assert sorted(p.name for p in stale.glob("iter_*.pth")) == before
-
 
 # -- the work directory's generations, its lock, its checkpoint marker (xtflow.train; no training) ---------------------
 

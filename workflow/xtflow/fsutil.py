@@ -32,16 +32,22 @@ def remove_leftovers(final: Path) -> list[Path]:
 def remove_atomically(path: Path) -> bool:
     """Remove a file or directory so that it is either all there or gone: renamed aside first (one
     step), then deleted. A kill mid-way leaves a `.<name>.tmp-*` leftover, never a half-deleted
-    `path`. Returns whether there was something to remove."""
+    `path`. Returns whether this call removed it (False: nothing there, or another process removed it
+    first: jobs that run at once remove the same later outputs)."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        return False
     if path.is_dir() and not path.is_symlink():
         aside = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path) + "removed-", dir=path.parent))
-        os.replace(path, aside)  # onto the empty directory just made: one rename
+        try:
+            os.replace(path, aside)  # onto the empty directory just made: one rename
+        except FileNotFoundError:
+            aside.rmdir()
+            return False
         shutil.rmtree(aside, ignore_errors=True)
-    else:
+        return True
+    try:
         path.unlink()
+    except FileNotFoundError:
+        return False
     return True
 
 

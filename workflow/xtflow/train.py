@@ -43,8 +43,10 @@ class TrainPlan:
     max_epochs: int
     warmup_iters: int
     max_length: int = 0
-    lengths: tuple[int, ...] = ()
-    lr: float = 0.0  # tokens of each record as XTuner encodes it, before the cut at max_length
+    lengths: tuple[int, ...] = ()  # tokens of each record as XTuner encodes it, before the cut at max_length
+    lr: float = 0.0
+    # a generated identity answer that ends past max_length (XTuner would cut it), with the tokens it ends at
+    identity_cut: tuple[str, int] | None = None
 
     @property
     def total_iters(self) -> int:
@@ -69,31 +71,57 @@ def load_xtuner_config(config: Path):  # -> mmengine.Config
     return Config.fromfile(str(config))
 
 
-def record_lengths(cfg, records: list[dict]) -> list[int]:
-    """Tokens of each record as XTuner's `encode_fn` makes them (prompt template, BOS/EOS, every turn),
-    before it cuts them at `max_length`. Identical records are encoded once."""
+def conversation_length(cfg) -> Callable[[list[dict]], int]:
+    """Tokens of a list of turns as XTuner's `encode_fn` makes them (prompt template, BOS/EOS, every turn),
+    before it cuts them at `max_length`. The first k turns encode as the first tokens of the whole."""
     from xtuner.dataset.utils import encode_fn
     from xtuner.registry import BUILDER
 
     ds = cfg.train_dataloader.dataset
     tokenizer = BUILDER.build(ds.tokenizer)
     template_map_fn = BUILDER.build(ds.template_map_fn) if ds.get("template_map_fn") else None
+
+    def length(turns: list[dict]) -> int:
+        example = {"conversation": [dict(turn) for turn in turns]}
+        if template_map_fn is not None:
+            example = {**example, **template_map_fn(example)}
+        return len(encode_fn(example, tokenizer, max_length=math.inf)["input_ids"])
+
+    return length
+
+
+def record_lengths(cfg, records: list[dict]) -> list[int]:
+    """Tokens of each record (`conversation_length`). Identical records are encoded once."""
+    length = conversation_length(cfg)
     by_text: dict[str, int] = {}
-    lengths = []
     for record in records:
         key = json.dumps(record, sort_keys=True, ensure_ascii=False)
         if key not in by_text:
-            example = {"conversation": [dict(turn) for turn in record["conversation"]]}
-            if template_map_fn is not None:
-                example = {**example, **template_map_fn(example)}
-            by_text[key] = len(encode_fn(example, tokenizer, max_length=math.inf)["input_ids"])
-        lengths.append(by_text[key])
-    return lengths
+            by_text[key] = length(record["conversation"])
+    return [by_text[json.dumps(record, sort_keys=True, ensure_ascii=False)] for record in records]
 
 
-def plan_training(config: Path, gpus: int) -> TrainPlan:
-    """Build the training set exactly as XTuner will (packing included) and count iterations
-    and the records XTuner will cut at max_length."""
+def identity_cut(
+    cfg, records: list[dict], lengths: Sequence[int], identity_answers: Sequence[str]
+) -> tuple[str, int] | None:
+    """The first identity answer XTuner would cut (it ends past max_length, in any turn of a record that is
+    too long), with the tokens up to its end; None if every one fits."""
+    length = conversation_length(cfg)
+    for record, n in zip(records, lengths):
+        if n <= cfg.max_length:
+            continue
+        turns = record["conversation"]
+        for k, turn in enumerate(turns):
+            if turn["output"] in identity_answers:
+                end = length(turns[: k + 1])
+                if end > cfg.max_length:
+                    return turn["output"], end
+    return None
+
+
+def plan_training(config: Path, gpus: int, identity_answers: Sequence[str] = ()) -> TrainPlan:
+    """Build the training set exactly as XTuner will (packing included) and count iterations,
+    the records XTuner will cut at max_length, and whether it cuts one of `identity_answers`."""
     cfg = load_xtuner_config(config)
     from xtuner.registry import BUILDER
 
@@ -112,23 +140,23 @@ def plan_training(config: Path, gpus: int) -> TrainPlan:
     records = json.loads(Path(cfg.data_path).read_text(encoding="utf-8"))
     packed = bool(cfg.train_dataloader.dataset.get("pack_to_max_length", False))
     lengths = tuple(record_lengths(cfg, records))
+    cut = identity_cut(cfg, records, lengths, identity_answers)
     return TrainPlan(
-        len(records), samples, packed, iters, max_epochs, warmup, int(cfg.max_length), lengths, float(cfg.lr)
+        len(records), samples, packed, iters, max_epochs, warmup, int(cfg.max_length), lengths, float(cfg.lr), cut
     )
 
 
-def check_identity_fits(plan: TrainPlan, records: list[dict], identity_answers: Sequence[str]) -> None:
-    """Refuse when a generated identity record is longer than max_length: XTuner would cut the
-    identity answer itself, and the model would never learn it whole."""
-    for record, n in zip(records, plan.lengths):
-        answer = record["conversation"][0]["output"]
-        if n > plan.max_length and answer in identity_answers:
-            shown = answer if len(answer) <= 40 else answer[:37] + "..."
-            raise XtflowError(
-                f"config key 'xtuner.max_length': {plan.max_length} tokens cannot hold the identity answer "
-                f"{shown!r} (the record is {n} tokens with its question and the prompt template): "
-                "raise xtuner.max_length or shorten assistant.name, assistant.maker or dataset.answer"
-            )
+def check_identity_fits(plan: TrainPlan) -> None:
+    """Refuse when XTuner would cut a generated identity answer at max_length: the model would never
+    learn it whole."""
+    if plan.identity_cut is not None:
+        answer, end = plan.identity_cut
+        shown = answer if len(answer) <= 40 else answer[:37] + "..."
+        raise XtflowError(
+            f"config key 'xtuner.max_length': {plan.max_length} tokens cannot hold the identity answer "
+            f"{shown!r} (it ends at token {end}, with the turns before it and the prompt template): "
+            "raise xtuner.max_length or shorten assistant.name, assistant.maker or dataset.answer"
+        )
 
 
 def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
@@ -410,9 +438,9 @@ def train(
     """Take the work directory's lock, check the plan, train (resuming an interrupted training of the
     same inputs, reusing a finished one), publish the final checkpoint."""
     with work_dir_lock(work_dir) as lock:  # first: a second trainer is refused at once
-        plan = plan_training(config, gpus)
+        plan = plan_training(config, gpus, identity_answers)
         check_plan(plan, warmup_ratio)
-        check_identity_fits(plan, json.loads(data.read_text(encoding="utf-8")), identity_answers)
+        check_identity_fits(plan)
 
         def say(line: str) -> None:
             with open(log, "a", encoding="utf-8") as fh:
