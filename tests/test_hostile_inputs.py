@@ -228,7 +228,9 @@ HOSTILE_NAME = "Bob\"'; touch MARKER; $(touch MARKER) `touch MARKER` {name} {mak
 def hostile_values(tmp: Path) -> str:
     """Shell and Python metacharacters in every free-text value reach the data verbatim, run nothing."""
     config = small_config()
-    config["xtuner"]["max_epochs"] = 4  # 24 iterations: the values pass every stage; more adds nothing to check
+    # 6 iterations (one epoch, no warmup): the values pass every stage; more adds nothing to check
+    config["xtuner"]["max_epochs"] = 1
+    config["xtuner"]["warmup_ratio"] = 0
     config["assistant"]["name"] = HOSTILE_NAME
     config["assistant"]["maker"] = "$(touch MARKER)"
     config["xtuner"]["system"] = "'); __import__('os').system('touch MARKER'); ('"
@@ -318,22 +320,13 @@ def quick_copy_with(*overrides: str, target: str = "results/final_model") -> Cal
     return run
 
 
-def long_user_record(tmp: Path, quick: tuple) -> str:
-    """A user record much longer than max_length: trained, cut by XTuner, and said so once, in the log and
-    on the terminal (and counted in the report's dataset page)."""
-    project = copy_run(quick[0], tmp / "project")
-    (project / "data").mkdir()
-    record = {"conversation": [{"input": "Tell me a long story.", "output": "word " * 4000}]}
-    (project / "data" / "long.json").write_text(json.dumps([record]), encoding="utf-8")
-    targets = ["results/train/final_checkpoint.pth", "results/report/dataset.html"]
-    # one epoch without warmup (13 iterations): the warning comes before training, the rest adds nothing here
-    overrides = ["dataset={files: [data/long.json]}", "xtuner={max_epochs: 1, warmup_ratio: 0}"]
-    proc = snakemake(project, *targets, "--config", *overrides, check=True)
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("xtflow: warning")]
-    assert line in (project / "logs" / "train.log").read_text(encoding="utf-8")
-    assert "1 of 97 records longer than max_length 256" in (project / "logs" / "train.log").read_text()
-    page = (project / "results" / "report" / "dataset.html").read_text(encoding="utf-8")
-    assert "records longer than xtuner.max_length 256 (cut)</td><td>1<" in page
+def long_user_record(tmp: Path, run: NanRun) -> str:
+    """A user record much longer than max_length: cut by XTuner, and said so once, before training, in the log
+    and on the terminal, and counted in the report's dataset page."""
+    (line,) = [ln for ln in run.stderr.splitlines() if ln.startswith("xtflow: warning")]
+    assert line in run.train_log
+    assert "1 of 97 records longer than max_length 256" in run.train_log
+    assert "records longer than xtuner.max_length 256 (cut)</td><td>1<" in run.dataset_page
     return line
 
 
@@ -356,25 +349,41 @@ def test_an_identity_answer_is_refused_only_where_xtuner_cuts_it(quick_run: tupl
     assert answer == identity["output"] and cfg.max_length < end == lengths[1]
 
 
+@dataclass
+class NanRun:
+    project: Path
+    error: str  # the run's one-line error
+    stderr: str  # Snakemake's
+    train_log: str
+    dataset_page: str
+
+
 @pytest.fixture(scope="module")
-def nan_run(quick_run: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A copy of the quick run trained with `xtuner.lr: 1e30` (refused at the first nan loss): the project
-    and the error line."""
+def nan_run(quick_run: tuple, tmp_path_factory: pytest.TempPathFactory) -> NanRun:
+    """A copy of the quick run given a user record far longer than max_length and `xtuner.lr: 1e30`: the
+    train job warns about the record XTuner cuts, then training stops at the first nan loss (one run for both:
+    the warning comes before training)."""
     project = copy_run(quick_run[0], tmp_path_factory.mktemp("nan") / "project")
-    proc = snakemake(project, "results/train/final_checkpoint.pth", "--config", "xtuner={lr: 1e30}")
+    (project / "data").mkdir()
+    record = {"conversation": [{"input": "Tell me a long story.", "output": "word " * 4000}]}
+    (project / "data" / "long.json").write_text(json.dumps([record]), encoding="utf-8")
+    targets = ["results/train/final_checkpoint.pth", "results/report/dataset.html", "--keep-going"]
+    proc = snakemake(project, *targets, "--config", "dataset={files: [data/long.json]}", "xtuner={lr: 1e30}")
     log = (project / "logs" / "train.log").read_text(encoding="utf-8")
-    assert "Iter(train) [10/48]" not in log, "training went on after the loss became nan"
+    assert "Iter(train) [10/" not in log, "training went on after the loss became nan"
     assert not list((project / "results" / "train" / "work_dir").glob("iter_*.pth"))  # no nan checkpoint
-    return project, _error_line(proc)
+    page = (project / "results" / "report" / "dataset.html").read_text(encoding="utf-8")
+    return NanRun(project, _error_line(proc), proc.stderr, log, page)
 
 
-def nan_loss(tmp: Path, nan_run: tuple[Path, str]) -> str:
-    return nan_run[1]
+def nan_loss(tmp: Path, run: NanRun) -> str:
+    return run.error
 
 
-def reverted_lr(tmp: Path, nan_run: tuple[Path, str]) -> str:
-    """The refused learning rate taken back: the finished training of these inputs is reused, not redone."""
-    project, _ = nan_run
+def reverted_lr(tmp: Path, run: NanRun) -> str:
+    """The refused learning rate (and the long record) taken back: the finished training of these inputs is
+    reused, not redone."""
+    project = run.project
     snakemake(project, "results/train/final_checkpoint.pth", check=True)
     log = (project / "logs" / "train.log").read_text(encoding="utf-8")
     assert "Iter(train)" not in log, "retrained"
@@ -878,7 +887,7 @@ CASES = [
         "a user record longer than max_length (XTuner cuts it)",
         "xtflow: warning: 1 of 97 training records are longer than xtuner.max_length 256: XTuner cuts them there",
         long_user_record,
-        uses="quick_run",
+        uses="nan_run",
     ),
     Case(
         "runtime-nan-loss",
