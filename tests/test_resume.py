@@ -20,6 +20,7 @@ def slow_config() -> dict:
     config = default_config()
     config["dataset"]["records"] = 896
     config["dataset"]["general_records"] = 0  # resuming is what is tested here, not what is learned
+    config["dataset"]["conversations"] = 0
     config["base_model"]["general_skill"] = None
     config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
     config["xtuner"].update(max_epochs=2, save_steps=40, save_total_limit=-1, evaluation_freq=10_000)
