@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import snakemake_command, snakemake_env
+from conftest import snakemake_call
 
 STARTED = re.compile(r"^\s*(?:local)?rule (\w+):\s*$", re.M)  # Snakemake's line when it starts a job
 
@@ -38,12 +38,13 @@ def stop_in_first_stage_of(
     (that signal is taken from it), `delay(stage, signal)` seconds after the job's own process started and
     `during(stage, signal)` returned (it runs while the job runs). Jobs of stages without signals left run to
     their end."""
+    cmd, env = snakemake_call(workdir, tuple(args))
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.Popen(
-            snakemake_command(workdir, *args),
+            cmd,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env=snakemake_env(),
+            env=env,
             start_new_session=True,  # its own process group, as a terminal's foreground job
         )
     try:

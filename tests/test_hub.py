@@ -97,8 +97,8 @@ def test_hub_id_downloads_into_the_cache_and_trains(hub_run: HubRun) -> None:
     assert len(api) == 4 and len(api) + len(files) == len(hub_run.requests), hub_run.requests
     # the rest of the workflow saw a local directory: it trained, and the run info names the commit
     train_log = (run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    assert "xtflow: 96 samples, 12 iterations/epoch x 4 epoch(s) = 48 iterations" in train_log
-    assert "Iter(train) [40/48]" in train_log
+    assert "xtflow: 48 samples, 6 iterations/epoch x 4 epoch(s) = 24 iterations" in train_log
+    assert "Iter(train) [20/24]" in train_log
     assert (run / "results" / "train" / "final_checkpoint.pth").is_file()
     info = (run / "results" / "report" / "run.html").read_text(encoding="utf-8")
     assert f"<td>commit</td><td>{commit}</td>" in info and f"<td>id</td><td>{HUB_ID}</td>" in info

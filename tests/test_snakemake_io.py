@@ -38,11 +38,11 @@ def test_the_workflow_tells_each_job_what_was_made_from_its_outputs(tmp_path: Pa
     )
     import subprocess
 
-    from conftest import snakemake_command, snakemake_env
+    from conftest import snakemake_call
 
-    cmd = snakemake_command(tmp_path, "-n")
+    cmd, env = snakemake_call(tmp_path, ("-n",))
     cmd[cmd.index("-s") + 1] = str(tmp_path / "show.smk")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=snakemake_env(), check=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, check=True)
     down = json.loads(proc.stdout.split("MAP ", 1)[1].splitlines()[0])
     assert {"results/train/final_checkpoint.pth", "results/hf_adapter", "results/final_model"} <= set(down["dataset"])
     assert "results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py" not in down["dataset"]
