@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -126,17 +128,23 @@ def quick_config() -> dict[str, Any]:
 @dataclass
 class SharedRun:
     """A run that several tests inspect (never modify it; copy it). It starts in the background as soon
-    as the collected tests are known, so it trains while tests that do not need it run."""
+    as the collected tests are known (or, if it builds on another shared run, as soon as what it needs
+    of that run exists), so it trains while tests that do not need it run."""
 
     workdir: Path
-    process: subprocess.Popen
     timeout: float
+    process: subprocess.Popen | None = None
+    starter: threading.Thread | None = None
 
     def result(self) -> subprocess.CompletedProcess:
+        if self.starter is not None:
+            self.starter.join(timeout=self.timeout)
+        if self.process is None:
+            raise AssertionError(f"{self.workdir}: not started (the shared run it builds on failed)")
         try:
             self.process.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         logs = self.workdir.parent
         proc = subprocess.CompletedProcess(
@@ -150,27 +158,64 @@ class SharedRun:
         return proc
 
 
-# name -> (the config, Snakemake's targets, a bound on its wall time in seconds)
-SHARED_RUNS: dict[str, tuple[Any, tuple[str, ...], float]] = {
+def tutorial_config(balanced: Path) -> dict[str, Any]:
+    """recipe: tutorial on the completed run's base model (taught the general skill)."""
+    config = default_config()
+    config["recipe"] = "tutorial"
+    config["base_model"]["path"] = str(balanced / "resources" / "base_model")
+    return config
+
+
+@dataclass(frozen=True)
+class SharedRunSpec:
+    config: Callable[..., dict[str, Any]]
+    targets: tuple[str, ...]
+    timeout: float  # a bound on its wall time, seconds
+    after: tuple[str, str] | None = None  # (shared run, a file of it): start once that file exists
+
+
+SHARED_RUNS: dict[str, SharedRunSpec] = {
     # .test/config/config.yaml through results/final_model (24 iterations, no general skill)
-    "quick_run": (quick_config, ("results/final_model",), 900),
+    "quick_run": SharedRunSpec(quick_config, ("results/final_model",), 900),
     # the embedded default's default target (final model, evaluation, the report's pieces)
-    "completed_run": (completed_config, (), 1500),
+    "completed_run": SharedRunSpec(completed_config, (), 1500),
+    # the tutorial recipe's evaluation and report pieces, from the completed run's taught base model
+    "tutorial_run": SharedRunSpec(
+        tutorial_config, ("report_files",), 1500, ("completed_run", "benchmarks/general_skill.tsv")
+    ),
 }
 _started: dict[str, SharedRun] = {}
+_stopping = threading.Event()
 
 
 def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
-    if name not in _started:
-        config, targets, timeout = SHARED_RUNS[name]
-        workdir = factory.mktemp(name) / "run"
-        write_config(workdir, config())
-        cmd, env = snakemake_call(workdir, targets, None)
-        logs = workdir.parent
+    if name in _started:
+        return _started[name]
+    spec = SHARED_RUNS[name]
+    run = _started[name] = SharedRun(factory.mktemp(name) / "run", spec.timeout)
+    first = _start(spec.after[0], factory) if spec.after else None
+
+    def launch() -> None:
+        if first is not None and spec.after is not None:
+            ready = first.workdir / spec.after[1]
+            while not ready.exists():
+                if _stopping.is_set() or first.process is None or first.process.poll() is not None:
+                    return
+                time.sleep(1)
+        if _stopping.is_set():
+            return
+        write_config(run.workdir, spec.config(*([first.workdir] if first else [])))
+        cmd, env = snakemake_call(run.workdir, spec.targets, None)
+        logs = run.workdir.parent
         with (logs / "snakemake.stdout").open("w") as out, (logs / "snakemake.stderr").open("w") as err:
-            process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
-        _started[name] = SharedRun(workdir, process, timeout)
-    return _started[name]
+            run.process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+
+    if first is None:
+        launch()
+    else:
+        run.starter = threading.Thread(target=launch, daemon=True)
+        run.starter.start()
+    return run
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -183,8 +228,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stopping.set()
     for run in _started.values():  # a run no test waited for (-x, a keyboard interrupt): stop it
-        if run.process.poll() is None:
+        if run.starter is not None:
+            run.starter.join(timeout=5)
+        if run.process is not None and run.process.poll() is None:
             os.killpg(run.process.pid, signal.SIGKILL)
             run.process.wait()
 
@@ -267,3 +315,11 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
         env = hub_env(hf_home, hub.endpoint, offline=False)
         proc = snakemake(workdir, HUB_RUN_TARGETS[0], HUB_RUN_TARGETS[1], env=env, check=True)
     return HubRun(workdir, hf_home, model, repo.commit, hub.endpoint, list(hub.requests), proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial recipe's run (see tutorial_config)."""
+    run = _start("tutorial_run", tmp_path_factory)
+    run.result()
+    return run.workdir
