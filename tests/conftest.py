@@ -218,6 +218,21 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
     return run
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Test files that need no shared run first, then those of the quick run, then those of the long runs
+    (a file as a whole, so its module fixtures are built once): the long runs train in the background
+    meanwhile, instead of the session waiting for them."""
+
+    def waits(item: pytest.Item) -> int:
+        names = set(getattr(item, "fixturenames", ()))
+        return 2 if names & {"completed_run", "tutorial_run", "balanced_run"} else int("quick_run" in names)
+
+    group: dict[str, int] = {}
+    for item in items:
+        group[item.nodeid.split("::")[0]] = max(group.get(item.nodeid.split("::")[0], 0), waits(item))
+    items.sort(key=lambda item: group[item.nodeid.split("::")[0]])  # stable: files keep their order
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return

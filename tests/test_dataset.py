@@ -153,5 +153,5 @@ def test_bad_user_file_is_named_with_record_and_problem(tmp_path: Path, label: s
 
 
 def test_missing_user_file(tmp_path: Path) -> None:
-    with pytest.raises(XtflowError, match="dataset file does not exist"):
+    with pytest.raises(XtflowError, match=r"nope\.json: does not exist$"):
         load_user_file(tmp_path / "nope.json")
