@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,4 +108,62 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("run")
     write_config(workdir, completed_config())
     snakemake(workdir, check=True, timeout=1500)
+    return workdir
+
+
+def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
+    """Real Snakemake in the background, in a process group of its own (so a test can signal it)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def xtuner_processes_in(workdir: Path) -> list[str]:
+    """Command lines of XTuner tools running in `workdir` (other tests may train elsewhere)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if "xtuner_tools" in cmd and Path(cwd) == workdir:
+            found.append(cmd)
+    return found
+
+
+def interrupt_once(proc: subprocess.Popen, workdir: Path, pattern: str, timeout: float = 300) -> list[str]:
+    """Ctrl-C (SIGINT to its process group) to a started workflow once `pattern` (a glob in `workdir`)
+    matches; returns the matches. The workflow must stop, and no XTuner tool may outlive it."""
+    deadline = time.monotonic() + timeout
+    try:
+        while not list(workdir.glob(pattern)):
+            assert proc.poll() is None, f"the workflow ended before {pattern} appeared"
+            assert time.monotonic() < deadline, f"no {pattern} within {timeout} s"
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    assert not xtuner_processes_in(workdir), "an XTuner tool outlived the workflow"
+    return sorted(p.name for p in workdir.glob(pattern))
+
+
+# mmengine writes it once a checkpoint is complete (the checkpoint file itself appears while being written)
+LLAVA_PRETRAIN_CHECKPOINTED = "results/llava/pretrain/work_dir/last_checkpoint"
+
+
+@pytest.fixture(scope="session")
+def llava_run(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The LLaVA target on the embedded default, in a copy of the completed text run (whose base model
+    is its LLM), as a user meets it: started, stopped by Ctrl-C once the pretrain stage has written its
+    first checkpoint, and run again to the end (the log of the stopped run is kept as
+    logs/llava/train_pretrain.interrupted.log). Shared; never modify it (copy it)."""
+    workdir = tmp_path_factory.mktemp("llava") / "run"
+    shutil.copytree(completed_run, workdir, symlinks=True)
+    interrupt_once(start_snakemake(workdir, "--cores", "2", "llava"), workdir, LLAVA_PRETRAIN_CHECKPOINTED)
+    log = workdir / "logs" / "llava" / "train_pretrain.log"
+    shutil.copy(log, log.with_name("train_pretrain.interrupted.log"))
+    snakemake(workdir, "--cores", "2", "llava", check=True, timeout=1200)
     return workdir

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from conftest import SNAKEFILE, default_config, snakemake, write_config
+from conftest import default_config, interrupt_once, snakemake, start_snakemake, write_config
 
 
 def slow_config() -> dict:
@@ -28,43 +23,10 @@ def slow_config() -> dict:
 
 def run_and_interrupt(workdir: Path) -> list[str]:
     """Start the workflow, press Ctrl-C (SIGINT to its process group) once a checkpoint exists."""
-    work = workdir / "results" / "train" / "work_dir"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        while not list(work.glob("iter_*.pth")):
-            assert proc.poll() is None, "the workflow ended before the first checkpoint"
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.2)
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) != 0
-        shutil.copy(workdir / "logs" / "train.log", workdir / "logs" / "train.interrupted.log")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(1)
-    assert not _trainings_in(workdir), "XTuner training outlived the workflow"
+    before = interrupt_once(start_snakemake(workdir, "--cores", "1"), workdir, "results/train/work_dir/iter_*.pth")
+    shutil.copy(workdir / "logs" / "train.log", workdir / "logs" / "train.interrupted.log")
     assert not (workdir / "results" / "train" / "final_checkpoint.pth").exists(), "training finished before the kill"
-    return sorted(p.name for p in work.glob("iter_*.pth"))
-
-
-def _trainings_in(workdir: Path) -> list[str]:
-    """Command lines of XTuner processes running in `workdir` (other tests may train elsewhere)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if "xtuner_tools" in cmd and Path(cwd) == workdir:
-            found.append(cmd)
-    return found
+    return before
 
 
 def test_interrupted_training_resumes_from_newest_checkpoint(tmp_path: Path) -> None:

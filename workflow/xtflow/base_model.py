@@ -32,28 +32,33 @@ def _subdirs_with_config(root: Path, depth: int = 3) -> list[Path]:
     return found
 
 
-def check_model_dir(path: Path) -> None:
+def check_model_dir(path: Path, key: str = KEY) -> None:
     """Raise XtflowError (one line, naming the path) unless `path` is a usable HF model directory."""
+    check_pretrained_dir(path, key)
+    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise XtflowError(
+            f"config key '{key}': '{path}' has no tokenizer "
+            f"(needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
+        )
+
+
+def check_pretrained_dir(path: Path, key: str) -> None:
+    """What every `from_pretrained` directory needs: to exist locally, a config.json, weights."""
     if not path.exists():
         if HUB_ID.match(str(path)):
             raise XtflowError(
-                f"config key '{KEY}': '{path}' looks like a model hub id, but no hub is reachable here: "
+                f"config key '{key}': '{path}' looks like a model hub id, but no hub is reachable here: "
                 "download the model elsewhere and give its local directory"
             )
-        raise XtflowError(f"config key '{KEY}': '{path}' does not exist")
+        raise XtflowError(f"config key '{key}': '{path}' does not exist")
     if not path.is_dir():
-        raise XtflowError(f"config key '{KEY}': '{path}' is a file, not a model directory")
+        raise XtflowError(f"config key '{key}': '{path}' is a file, not a model directory")
     if not (path / "config.json").is_file():
         inside = _subdirs_with_config(path)
         hint = f"; did you mean '{inside[0]}'?" if inside else " and no subdirectory has one"
-        raise XtflowError(f"config key '{KEY}': '{path}' has no config.json{hint}")
-    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise XtflowError(
-            f"config key '{KEY}': '{path}' has no tokenizer "
-            f"(needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
-        )
+        raise XtflowError(f"config key '{key}': '{path}' has no config.json{hint}")
     if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
-        raise XtflowError(f"config key '{KEY}': '{path}' has no weights (*.safetensors or *.bin)")
+        raise XtflowError(f"config key '{key}': '{path}' has no weights (*.safetensors or *.bin)")
 
 
 def link_model(src: Path, out: Path) -> None:

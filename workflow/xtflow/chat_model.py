@@ -42,12 +42,17 @@ class RunSettings:
 
     @classmethod
     def from_config(cls, path: Path) -> RunSettings:
-        from xtflow.settings import validate
-
-        if not path.is_file():
-            raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
-        cfg = validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        cfg = run_config(path)
         return cls(prompt_template=cfg["xtuner"]["prompt_template"], system=cfg["xtuner"]["system"])
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """The run's config, validated, defaults filled in."""
+    from xtflow.settings import validate
+
+    if not path.is_file():
+        raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
+    return validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
 
 
 def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
@@ -113,11 +118,18 @@ class ChatModel:
                 text += a + t.get("SUFFIX", "") + t.get("SEP", "")
         return text
 
+    def generation_inputs(self, history: list[tuple[str, str]], question: str) -> dict[str, Any]:
+        """What `generate` gets for this prompt: token ids and their attention mask."""
+        import torch
+
+        ids = torch.tensor([self.token_ids(self.prompt(history, question))], device=self.device)
+        return dict(input_ids=ids, attention_mask=torch.ones_like(ids))
+
     def token_ids(self, text: str) -> list[int]:
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+    def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         eos = self.model.generation_config.eos_token_id
         eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
         stop = self.template.get("STOP_WORDS", [])
@@ -144,7 +156,7 @@ class ChatModel:
             text = text.split(stop)[0]
         return text
 
-    def _clean(self, text: str) -> str:
+    def clean(self, text: str) -> str:
         return self._visible(text).strip()
 
     # -- generation ----------------------------------------------------------------
@@ -157,11 +169,8 @@ class ChatModel:
         from transformers import TextIteratorStreamer
 
         torch.manual_seed(sampling.seed)
-        ids = torch.tensor([self.token_ids(self.prompt(history, question))], device=self.device)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(
-            input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **self._generate_kwargs(sampling)
-        )
+        kwargs = dict(**self.generation_inputs(history, question), streamer=streamer, **self.generate_kwargs(sampling))
         worker = threading.Thread(target=self._generate_quietly, kwargs=kwargs, daemon=True)
         worker.start()
         text, shown = "", 0
@@ -194,7 +203,7 @@ class ChatModel:
             ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)
             with torch.no_grad():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self._generate_kwargs(sampling))
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs(sampling))
             for row in gen[:, width:]:
-                out.append(self._clean(self.tokenizer.decode(row, skip_special_tokens=True)))
+                out.append(self.clean(self.tokenizer.decode(row, skip_special_tokens=True)))
         return out

@@ -147,16 +147,17 @@ def evaluate(
     ) / len(probes.general)
     atomic_write_text(
         out_summary,
-        _csv(
+        csv_text(
             [{"model": m, **{k: f"{v:.4f}" for k, v in s.items()}} for m, s in summary.items()],
             ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"],
         ),
     )
-    atomic_write_text(out_replies, _csv(rows, ["model", "set", "question", "reply"]))
+    atomic_write_text(out_replies, csv_text(rows, ["model", "set", "question", "reply"]))
     return summary
 
 
-def _csv(rows: list[dict[str, str]], fields: list[str]) -> str:
+def csv_text(rows: list[dict[str, str]], fields: list[str]) -> str:
+    """Rows as CSV text (missing fields empty)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
     writer.writeheader()

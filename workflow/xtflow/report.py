@@ -113,6 +113,25 @@ def evaluation_page(summary_csv: Path, out_html: Path) -> None:
     atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
 
 
+def llava_evaluation_page(summary_csv: Path, replies_csv: Path, out_html: Path, examples: int = 12) -> None:
+    """The LLaVA target's held-out accuracy per model, and the first replies of each."""
+    with summary_csv.open(encoding="utf-8", newline="") as f:
+        summary = list(csv.DictReader(f))
+    with replies_csv.open(encoding="utf-8", newline="") as f:
+        replies = list(csv.DictReader(f))
+    header = ["model", "images", "accuracy", "baseline"]
+    shown = [r for m in summary for r in [x for x in replies if x["model"] == m["model"]][:examples]]
+    body = (
+        _table(header, [[r[h] for h in header] for r in summary])
+        + "<p>accuracy: held-out test images whose reply holds the reference answer (greedy); baseline: the share "
+        "of the most common answer, what always giving it scores (chance, on the generated set). projector_only: "
+        "after pretraining (LLM and visual encoder as given, the projector trained); finetuned: after LoRA "
+        "fine-tuning of LLM and visual encoder.</p><h3>Replies</h3>"
+        + _table(["model", "image", "question", "reference", "reply", "right"], [list(r.values()) for r in shown])
+    )
+    atomic_write_text(out_html, _page("LLaVA: held-out image accuracy", body))
+
+
 def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
     """Records, unique (input, output) pairs, duplicate share and token lengths of the training set."""
     import matplotlib

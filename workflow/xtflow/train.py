@@ -15,9 +15,10 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xtflow.errors import XtflowError
 from xtflow.progress import mmengine_iteration
@@ -34,6 +35,8 @@ class TrainPlan:
     iters_per_epoch: int
     max_epochs: int
     warmup_iters: int
+    max_length: int = 0
+    truncated: int = 0  # unpacked samples XTuner cut at max_length (their answers lose their ends)
 
     @property
     def total_iters(self) -> int:
@@ -50,33 +53,39 @@ def plan_training(config: Path, gpus: int) -> TrainPlan:
 
     cfg = Config.fromfile(str(config))
     try:
-        samples = len(BUILDER.build(cfg.train_dataloader.dataset))
+        dataset = BUILDER.build(cfg.train_dataloader.dataset)
+        samples = len(dataset)
     except ValueError as e:
         if "Column 'length' doesn't exist" in str(e):  # XTuner's way of saying: nothing left after filtering
-            samples = 0
+            dataset, samples = None, 0
         else:
             raise XtflowError(f"XTuner could not build the training set from {cfg.data_path}: {e}") from None
+    packed = bool(cfg.train_dataloader.dataset.get("pack_to_max_length", False))
+    max_length = int(cfg.train_dataloader.dataset.get("max_length", 0))
+    # a LLaVA dataset keeps its tokenized text beside the images
+    lengths = getattr(dataset, "text_data", dataset)["length"] if samples and not packed else []
     per_step = cfg.train_dataloader.batch_size * gpus
     iters = math.ceil(samples / per_step)
     max_epochs = int(cfg.train_cfg.max_epochs)
     # mmengine converts the epoch-based warmup `end` with int(end * epoch_length).
     warmup = int(cfg.warmup_ratio * max_epochs * iters) if "warmup_ratio" in cfg else 0
     records = len(json.loads(Path(cfg.data_path).read_text(encoding="utf-8")))
-    packed = bool(cfg.train_dataloader.dataset.get("pack_to_max_length", False))
-    return TrainPlan(records, samples, packed, iters, max_epochs, warmup)
+    truncated = sum(n >= max_length for n in lengths) if max_length else 0
+    return TrainPlan(records, samples, packed, iters, max_epochs, warmup, max_length, truncated)
 
 
-def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
-    """Refuse a training XTuner would crash on or silently ruin (the tiny-dataset warmup trap)."""
+def check_plan(plan: TrainPlan, warmup_ratio: float, section: str = "xtuner") -> None:
+    """Refuse a training XTuner would crash on or silently ruin (the tiny-dataset warmup trap).
+    `section` is where the config keys live (`xtuner`, or `llava` for the LLaVA stages)."""
     if plan.samples == 0:
         raise XtflowError(
             "training set: 0 samples left after XTuner's processing: every record's prompt fills "
-            "xtuner.max_length, leaving no answer tokens to learn (raise max_length or shorten the records)"
+            f"{section}.max_length, leaving no answer tokens to learn (raise max_length or shorten the records)"
         )
     if warmup_ratio > 0 and plan.warmup_iters < 2:
         need = 2 / (plan.max_epochs * plan.iters_per_epoch)
         raise XtflowError(
-            f"config key 'xtuner.warmup_ratio': {warmup_ratio} x {plan.max_epochs} epoch(s) x "
+            f"config key '{section}.warmup_ratio': {warmup_ratio} x {plan.max_epochs} epoch(s) x "
             f"{plan.iters_per_epoch} iterations/epoch ({plan.samples} samples) gives {plan.warmup_iters} warmup "
             f"iteration(s); XTuner needs at least 2 (with 0 it crashes, with 1 the learning rate stays near 0). "
             f"Set warmup_ratio >= {math.ceil(need * 1000) / 1000} or 0, or add data"
@@ -123,18 +132,35 @@ FINGERPRINT = "xtflow_fingerprint.json"
 ITER = re.compile(r"^iter_(\d+)\.pth$")
 
 
-def fingerprint(config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int) -> str:
-    """What a checkpoint depends on: config text, dataset bytes, base model files, launch shape."""
+def fingerprint(
+    config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int, extra: Sequence[Path] = ()
+) -> str:
+    """What a checkpoint depends on: config text, dataset bytes, base model files, launch shape, and
+    `extra` inputs (files: their bytes; directories: as the model's)."""
     h = hashlib.sha256()
     for path in (config, data):
         h.update(path.read_bytes())
-    for entry in sorted(model.iterdir()):
+    _digest_dir(h, model)
+    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus}).encode())
+    for path in extra:
+        h.update(f"\0{path.name}\0".encode())
+        if path.is_dir():
+            _digest_dir(h, path)
+        else:
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _digest_dir(h: Any, root: Path, prefix: str = "") -> None:
+    """Names and sizes of the files below `root` (links followed) and the bytes of its JSON files:
+    cheap for model weights and image folders alike, and changed by any rebuild of them."""
+    for entry in sorted(root.iterdir()):
         target = entry.resolve()
-        h.update(f"{entry.name}:{target.stat().st_size if target.is_file() else 'dir'}".encode())
+        h.update(f"{prefix}{entry.name}:{target.stat().st_size if target.is_file() else 'dir'}".encode())
         if entry.suffix == ".json" and target.is_file():
             h.update(target.read_bytes())
-    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus}).encode())
-    return h.hexdigest()
+        elif target.is_dir():
+            _digest_dir(h, target, f"{prefix}{entry.name}/")
 
 
 def iteration_of(ckpt: Path) -> int:
@@ -207,10 +233,15 @@ def train(
     gpus: int,
     warmup_ratio: float,
     log_interval: int = 10,
+    extra_inputs: Sequence[Path] = (),
+    section: str = "xtuner",
 ) -> None:
-    """Check the plan, train (resuming an interrupted run of the same inputs), publish the final checkpoint."""
+    """Check the plan, train (resuming an interrupted run of the same inputs), publish the final checkpoint.
+
+    `extra_inputs` are further inputs of the training (a LLaVA run's visual encoder, images, projector),
+    part of the fingerprint; `section` names the config section of the training's keys in messages."""
     plan = plan_training(config, gpus)
-    check_plan(plan, warmup_ratio)
+    check_plan(plan, warmup_ratio, section)
 
     def say(line: str) -> None:
         with open(log, "a", encoding="utf-8") as fh:
@@ -223,9 +254,15 @@ def train(
     if not plan.packed and plan.samples < plan.records:
         say(
             f"xtflow: warning: XTuner dropped {plan.records - plan.samples} of {plan.records} records whose prompt "
-            "fills xtuner.max_length (no answer tokens left to learn)"
+            f"fills {section}.max_length (no answer tokens left to learn)"
         )
-    resume = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
+    if plan.truncated:
+        say(
+            f"xtflow: warning: {plan.truncated} of {plan.samples} samples reach {section}.max_length "
+            f"({plan.max_length} tokens): XTuner cut their ends (answers included)"
+        )
+    fp = fingerprint(config, data, model, deepspeed, gpus, extra_inputs)
+    resume = prepare_work_dir(work_dir, fp, plan, say)
     args = [str(config), "--work-dir", str(work_dir)]
     if resume is not None:
         args += ["--resume", str(resume)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import functools
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -71,13 +72,14 @@ def xtuner_builtin_configs() -> dict[str, Path]:
     return {p.stem: p for p in root.rglob("*.py") if not p.name.startswith("_")}
 
 
-def builtin_config_path(name: str) -> Path:
-    """Path of an XTuner built-in config, by name (as `xtuner list-cfg` shows them)."""
+def builtin_config_path(name: str, key: str = "xtuner.base_config") -> Path:
+    """Path of an XTuner built-in config, by name (as `xtuner list-cfg` shows them); `key` names the
+    config key that gave it, for the error."""
     configs = xtuner_builtin_configs()
     if name not in configs:
         close = sorted(n for n in configs if n.startswith(name.split("_")[0]))[:3]
         hint = f" (e.g. {', '.join(close)})" if close else ""
-        raise XtflowError(f"config key 'xtuner.base_config': '{name}' is not an XTuner built-in config{hint}")
+        raise XtflowError(f"config key '{key}': '{name}' is not an XTuner built-in config{hint}")
     return configs[name]
 
 
@@ -91,12 +93,10 @@ def prompt_template_names() -> list[str]:
     return sorted(kw.arg for kw in call.keywords if kw.arg)
 
 
-def check_prompt_template(name: str) -> None:
+def check_prompt_template(name: str, key: str = "xtuner.prompt_template") -> None:
     templates = prompt_template_names()
     if name not in templates:
-        raise XtflowError(
-            f"config key 'xtuner.prompt_template': '{name}' is not an XTuner template (known: {', '.join(templates)})"
-        )
+        raise XtflowError(f"config key '{key}': '{name}' is not an XTuner template (known: {', '.join(templates)})")
 
 
 def _find_dataset_dict(ed: SourceEditor) -> tuple[str, ast.Call]:
@@ -116,7 +116,7 @@ def _find_dataset_dict(ed: SourceEditor) -> tuple[str, ast.Call]:
     return found[0], ed.dict_path(found[0])
 
 
-def _find_hook(ed: SourceEditor, hook_type: str) -> ast.Call:
+def find_hook(ed: SourceEditor, hook_type: str) -> ast.Call:
     hooks = ed.assignment("custom_hooks").value
     if not isinstance(hooks, ast.List):
         raise PatchError(f"{ed.origin}: 'custom_hooks' is not a list to patch")
@@ -139,8 +139,6 @@ def check_patchable(base_name: str, xt: dict) -> None:
 
 def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> str:
     """Return `source` with every setting of `s` patched in; PatchError if one is missing."""
-    if s.dtype not in DTYPES:
-        raise XtflowError(f"xtuner.dtype: '{s.dtype}' is not one of {', '.join(DTYPES)}")
     ed = SourceEditor(source, origin)
     r = repr
 
@@ -155,7 +153,6 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
         ("accumulative_counts", s.accumulative_counts),
         ("max_epochs", s.max_epochs),
         ("lr", s.lr),
-        ("warmup_ratio", s.warmup_ratio),
         ("save_steps", s.save_steps),
         ("save_total_limit", s.save_total_limit),
         ("evaluation_freq", s.evaluation_freq),
@@ -164,18 +161,10 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     ]:
         ed.set_assignment(name, r(value))
 
-    # Reproducible: the stock configs leave the seed None.
-    ed.set_keyword(ed.dict_path("randomness"), "seed", r(s.seed), "randomness")
+    patch_seed(ed, s.seed)  # the stock configs leave it None
 
     # PART 2: model dtype, 4-bit and LoRA.
-    llm = ed.dict_path("model", "llm")
-    ed.set_keyword(llm, "torch_dtype", f"torch.{s.dtype}", "model.llm")
-    if s.load_in_4bit:
-        quant = ed.dict_call(ed.keyword(llm, "quantization_config", "model.llm").value, "model.llm.quantization_config")
-        compute = "float16" if s.dtype == "float32" else s.dtype
-        ed.set_keyword(quant, "bnb_4bit_compute_dtype", f"torch.{compute}", "model.llm.quantization_config")
-    elif ed.has_keyword(llm, "quantization_config"):
-        ed.remove_keywords(llm, ["quantization_config"], "model.llm")
+    patch_llm_precision(ed, s.dtype, s.load_in_4bit)
     model = ed.dict_path("model")
     model_type = ed.keyword(model, "type", "model").value
     if ed.text(model_type) != "SupervisedFinetune":
@@ -194,35 +183,12 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     ed.set_keyword(ds, "dataset", "dict(type=load_dataset, path='json', data_files=dict(train=data_path))", ds_name)
     ed.set_keyword(ds, "dataset_map_fn", "None", ds_name)
 
-    # PART 4: no warmup means no LinearLR: XTuner's would run from 0 to 0 and crash.
-    if s.warmup_ratio == 0:
-        schedulers = ed.assignment("param_scheduler").value
-        if not isinstance(schedulers, ast.List):
-            raise PatchError(f"{origin}: 'param_scheduler' is not a list to patch")
-        kept = [e for e in schedulers.elts if "LinearLR" not in ed.text(e).split(",")[0]]
-        if len(kept) == len(schedulers.elts):
-            raise PatchError(f"{origin}: 'param_scheduler' has no LinearLR warmup to remove")
-        ed.replace(schedulers, "[" + ", ".join(ed.text(e) for e in kept) + "]")
-
-    # The optimizer wrapper must match device and dtype.
-    optim = ed.dict_path("optim_wrapper")
-    optim_type = ed.keyword(optim, "type", "optim_wrapper")
-    if s.dtype == "float32":
-        # Full precision: no AMP (and AmpOptimWrapper needs a GPU anyway).
-        ed.replace(optim_type.value, "OptimWrapper")
-        amp_keys = [key for key in ("loss_scale", "dtype") if ed.has_keyword(optim, key)]
-        ed.remove_keywords(optim, amp_keys, "optim_wrapper")
-        ed.insert_after_imports("from mmengine.optim import OptimWrapper  # xtflow")
-    else:
-        if ed.text(optim_type.value) != "AmpOptimWrapper":
-            raise PatchError(f"{origin}: optim_wrapper type is {ed.text(optim_type.value)}, expected AmpOptimWrapper")
-        ed.set_keyword(optim, "dtype", r(s.dtype), "optim_wrapper")
+    # PART 4: the warmup (none: no LinearLR) and an optimizer wrapper that matches device and dtype.
+    patch_warmup(ed, s.warmup_ratio)
+    patch_optimizer(ed, s.dtype)
 
     # PART 5: bounded, batched sampling during training (xtflow.xtuner_plugins.BatchedEvaluateChatHook).
-    chat_hook = _find_hook(ed, "EvaluateChatHook")
-    ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
-    ed.add_keyword(chat_hook, "max_new_tokens", r(s.evaluation_max_new_tokens), "EvaluateChatHook")
-    ed.add_keyword(chat_hook, "sample_before_train", r(s.evaluation_before_train), "EvaluateChatHook")
+    patch_chat_hook(ed, s.evaluation_max_new_tokens, s.evaluation_before_train)
 
     # PART 6: experiment tracking through mmengine's visualizer backends (watch a long run live).
     if s.visualizer == "tensorboard":
@@ -233,8 +199,73 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     elif s.visualizer is not None:
         raise XtflowError(f"config key 'xtuner.visualizer': '{s.visualizer}' is not one of null, tensorboard")
 
-    ed.insert_after_imports(PLUGIN_IMPORT)
-    if s.device == "cpu":
+    return finish_patch(ed, PLUGIN_IMPORT, s.device)
+
+
+# -- the edits every xtflow config gets, text or LLaVA ------------------------------------------------
+
+
+def patch_seed(ed: SourceEditor, seed: int) -> None:
+    """Reproducible: the stock configs leave the seed None."""
+    ed.set_keyword(ed.dict_path("randomness"), "seed", repr(seed), "randomness")
+
+
+def patch_llm_precision(ed: SourceEditor, dtype: str, load_in_4bit: bool) -> None:
+    """`model.llm`: its dtype, and 4-bit quantization kept (compute dtype matched) or removed."""
+    if dtype not in DTYPES:
+        raise XtflowError(f"dtype '{dtype}' is not one of {', '.join(DTYPES)}")
+    llm = ed.dict_path("model", "llm")
+    ed.set_keyword(llm, "torch_dtype", f"torch.{dtype}", "model.llm")
+    if load_in_4bit:
+        quant = ed.dict_call(ed.keyword(llm, "quantization_config", "model.llm").value, "model.llm.quantization_config")
+        compute = "float16" if dtype == "float32" else dtype
+        ed.set_keyword(quant, "bnb_4bit_compute_dtype", f"torch.{compute}", "model.llm.quantization_config")
+    elif ed.has_keyword(llm, "quantization_config"):
+        ed.remove_keywords(llm, ["quantization_config"], "model.llm")
+
+
+def patch_warmup(ed: SourceEditor, warmup_ratio: float) -> None:
+    """`warmup_ratio`; no warmup means no LinearLR: XTuner's would run from 0 to 0 and crash."""
+    ed.set_assignment("warmup_ratio", repr(warmup_ratio))
+    if warmup_ratio == 0:
+        schedulers = ed.assignment("param_scheduler").value
+        if not isinstance(schedulers, ast.List):
+            raise PatchError(f"{ed.origin}: 'param_scheduler' is not a list to patch")
+        kept = [e for e in schedulers.elts if "LinearLR" not in ed.text(e).split(",")[0]]
+        if len(kept) == len(schedulers.elts):
+            raise PatchError(f"{ed.origin}: 'param_scheduler' has no LinearLR warmup to remove")
+        ed.replace(schedulers, "[" + ", ".join(ed.text(e) for e in kept) + "]")
+
+
+def patch_optimizer(ed: SourceEditor, dtype: str) -> None:
+    """The optimizer wrapper must match device and dtype: fp32 without AMP (AmpOptimWrapper needs a GPU)."""
+    optim = ed.dict_path("optim_wrapper")
+    optim_type = ed.keyword(optim, "type", "optim_wrapper")
+    if dtype == "float32":
+        ed.replace(optim_type.value, "OptimWrapper")
+        amp_keys = [key for key in ("loss_scale", "dtype") if ed.has_keyword(optim, key)]
+        ed.remove_keywords(optim, amp_keys, "optim_wrapper")
+        ed.insert_after_imports("from mmengine.optim import OptimWrapper  # xtflow")
+    else:
+        if ed.text(optim_type.value) != "AmpOptimWrapper":
+            raise PatchError(
+                f"{ed.origin}: optim_wrapper type is {ed.text(optim_type.value)}, expected AmpOptimWrapper"
+            )
+        ed.set_keyword(optim, "dtype", repr(dtype), "optim_wrapper")
+
+
+def patch_chat_hook(ed: SourceEditor, max_new_tokens: int, before_train: bool) -> None:
+    """XTuner's EvaluateChatHook -> xtflow's BatchedEvaluateChatHook, bounded (XTuner: 600 tokens)."""
+    chat_hook = find_hook(ed, "EvaluateChatHook")
+    ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
+    ed.add_keyword(chat_hook, "max_new_tokens", repr(max_new_tokens), "EvaluateChatHook")
+    ed.add_keyword(chat_hook, "sample_before_train", repr(before_train), "EvaluateChatHook")
+
+
+def finish_patch(ed: SourceEditor, plugin_import: str, device: str) -> str:
+    """Import xtflow's components the config names, add the CPU shim on CPU; the patched text."""
+    ed.insert_after_imports(plugin_import)
+    if device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
     return ed.result()
 
@@ -255,8 +286,14 @@ HEADER = """\
 
 def write_config(base_name: str, s: XtunerSettings, out: Path) -> None:
     """Patch the built-in config `base_name` and write it to `out` (atomically)."""
-    base = builtin_config_path(base_name)
-    text = patch_config(base.read_text(encoding="utf-8"), s, origin=f"XTuner config '{base_name}'")
+    write_patched(base_name, lambda source, origin: patch_config(source, s, origin), out)
+
+
+def write_patched(base_name: str, patch: Callable[[str, str], str], out: Path, key: str = "xtuner.base_config") -> None:
+    """`patch(source, origin)` applied to the built-in config `base_name`, written to `out` (atomically)
+    under xtflow's header."""
+    base = builtin_config_path(base_name, key)
+    text = patch(base.read_text(encoding="utf-8"), f"XTuner config '{base_name}'")
     atomic_write_text(out, HEADER.format(name=base_name, version=metadata.version("xtuner"), out=out) + text)
 
 

@@ -2,7 +2,8 @@
 
 `xtflow.xtuner_config` writes `type=FastLoraSupervisedFinetune` for the model and
 `type=BatchedEvaluateChatHook` for the sampling hook (and imports them from here), so
-`python -m xtuner.tools.train <written config>` by hand trains exactly as the `train` rule does.
+`python -m xtuner.tools.train <written config>` by hand trains exactly as the `train` rule does
+(the LLaVA configs name `FastLoraLLaVAModel` likewise).
 They change how fast a step runs and how sampling is bounded, not what is learned
 (docs/benchmarks.md):
 
@@ -10,6 +11,8 @@ They change how fast a step runs and how sampling is bounded, not what is learne
   unquantized model's frozen weights in their dtype (`prepare_lora_keeping_dtype`), feeds bf16
   LoRA layers bf16 inputs under autocast (`skip_lora_input_cast`), lists the adapted layers in a
   fixed order, and with `compile_layers` (config `xtuner.compile`) compiles each decoder layer.
+- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation of its LLM.
+- `LLaVADatasetWithProcesses`: XTuner's `LLaVADataset` with a bound on its text-processing processes.
 - `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
   training too, samples all prompts in one batch, does not sample the same weights twice at the
   end, optionally skips the sample before training (`xtuner.evaluation_before_train`) and logs
@@ -18,6 +21,7 @@ They change how fast a step runs and how sampling is bounded, not what is learne
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,8 +30,9 @@ from typing import Any
 from mmengine.logging import print_log
 from mmengine.runner import load_checkpoint
 from peft import get_peft_model
+from xtuner.dataset import LLaVADataset
 from xtuner.engine.hooks import EvaluateChatHook
-from xtuner.model import SupervisedFinetune
+from xtuner.model import LLaVAModel, SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
 
 
@@ -143,6 +148,24 @@ def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int] | None:
     return ids
 
 
+def add_lora(model: Any, lora: Any) -> Any:
+    """peft's LoRA on every linear layer XTuner would pick, listed in a fixed order: XTuner's list comes
+    from a set, so its order (and adapter_config.json) varied by run."""
+    if lora.target_modules is None:
+        lora.target_modules = sorted(find_all_linear_names(model))
+    return get_peft_model(model, lora)
+
+
+def prepare_lora_llm(llm: Any, lora: Any, use_activation_checkpointing: bool, compile_layers: bool) -> Any:
+    """xtflow's LoRA preparation of an LLM (see the module's docstring); returns the peft model."""
+    llm = add_lora(prepare_lora_keeping_dtype(llm, use_activation_checkpointing), lora)
+    if half_precision(llm):
+        skip_lora_input_cast(llm)
+    if compile_layers:
+        print_log(f"xtflow: torch.compile of {compile_decoder_layers(llm)} decoder layers", "current")
+    return llm
+
+
 class FastLoraSupervisedFinetune(SupervisedFinetune):
     """XTuner's SupervisedFinetune with xtflow's LoRA preparation (see the module's docstring)."""
 
@@ -151,17 +174,25 @@ class FastLoraSupervisedFinetune(SupervisedFinetune):
         super().__init__(*args, **kwargs)
 
     def _prepare_for_lora(self, peft_model: Any = None, use_activation_checkpointing: bool = True) -> None:
-        self.llm = prepare_lora_keeping_dtype(self.llm, use_activation_checkpointing)
-        if self.lora.target_modules is None:
-            # sorted: XTuner's list comes from a set, so its order (and adapter_config.json) varied by run
-            self.lora.target_modules = sorted(find_all_linear_names(self.llm))
-        self.llm = get_peft_model(self.llm, self.lora)
+        self.llm = prepare_lora_llm(self.llm, self.lora, use_activation_checkpointing, self.compile_layers)
         if peft_model is not None:
             load_checkpoint(self, peft_model)
-        if half_precision(self.llm):
-            skip_lora_input_cast(self.llm)
-        if self.compile_layers:
-            print_log(f"xtflow: torch.compile of {compile_decoder_layers(self.llm)} decoder layers", "current")
+
+
+class FastLoraLLaVAModel(LLaVAModel):
+    """XTuner's LLaVAModel with xtflow's LoRA preparation of the LLM (as FastLoraSupervisedFinetune's)
+    and LoRA layers of the visual encoder listed in a fixed order."""
+
+    def __init__(self, *args: Any, compile_layers: bool = False, **kwargs: Any) -> None:
+        self.compile_layers = compile_layers  # read by _prepare_llm_for_lora, which the base __init__ calls
+        super().__init__(*args, **kwargs)
+
+    def _prepare_llm_for_lora(self, lora_config: Any, use_activation_checkpointing: bool = True) -> None:
+        lora = self._parse_lora_config(lora_config)
+        self.llm = prepare_lora_llm(self.llm, lora, use_activation_checkpointing, self.compile_layers)
+
+    def _prepare_visual_encoder_for_lora(self, lora_config: Any, use_activation_checkpointing: bool = True) -> None:
+        self.visual_encoder = add_lora(self.visual_encoder, self._parse_lora_config(lora_config))
 
 
 class BatchedEvaluateChatHook(EvaluateChatHook):
@@ -252,3 +283,23 @@ class BatchedEvaluateChatHook(EvaluateChatHook):
 
     def after_run(self, runner: Any) -> None:
         runner.logger.info(f"xtflow: EvaluateChatHook sampling took {self.seconds:.2f} s in {self.calls} calls")
+
+
+class LLaVADatasetWithProcesses(LLaVADataset):
+    """XTuner's LLaVADataset whose text processing maps with `map_num_proc` processes.
+
+    LLaVADataset has no such argument: it always calls `process_hf_dataset` with its default of 32
+    processes, capped only at the record count (8 dataset passes each forking 32 processes: a minute
+    of start-up on 2 cores). The module-level function is bound to the count while the base class
+    builds the dataset, and restored after.
+    """
+
+    def __init__(self, *args: Any, map_num_proc: int = 32, **kwargs: Any) -> None:
+        import xtuner.dataset.llava as llava_module
+
+        process = llava_module.process_hf_dataset
+        llava_module.process_hf_dataset = functools.partial(process, map_num_proc=map_num_proc)
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            llava_module.process_hf_dataset = process
