@@ -118,7 +118,6 @@ rule llava_adapter:
 
 
 rule llava_evaluate:
-    """Held-out image accuracy: the projector-only model (after pretraining) vs the fine-tuned one."""
     input:
         llm=LLAVA_LLM,
         visual_encoder=LLAVA_VISUAL_ENCODER,
@@ -134,9 +133,15 @@ rule llava_evaluate:
         "benchmarks/llava/evaluate.tsv"
     conda:
         XTFLOW_ENV
+    """Held-out image accuracy: the projector-only model (after pretraining) vs the fine-tuned one."""
+    resources:
+        gpu=gpu_resource(LLAVA["device"], 1),
+        gpu_model=gpu_model_resource(LLAVA["device"], 1),
+        gres=gres_resource(LLAVA["device"], 1),
     params:
         prompt_template=LLAVA["prompt_template"],
         max_new_tokens=LLAVA["evaluation"]["max_new_tokens"],
+        device=LLAVA["device"],
     script:
         "../scripts/llava_evaluate.py"
 

@@ -46,7 +46,13 @@ def test_items(split: Path) -> list[tuple[str, str, str]]:
 
 
 def evaluate_llava(
-    exports: dict[str, Path], run: LlavaRun, test_split: Path, max_new_tokens: int, out_summary: Path, out_replies: Path
+    exports: dict[str, Path],
+    run: LlavaRun,
+    test_split: Path,
+    max_new_tokens: int,
+    out_summary: Path,
+    out_replies: Path,
+    device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
     """Score each export (label -> directory) on the test split; write summary and every reply as CSV."""
     items = test_items(test_split)
@@ -55,7 +61,7 @@ def evaluate_llava(
     summary: dict[str, dict[str, float]] = {}
     rows = []
     for label, export in exports.items():
-        model = LlavaChatModel.from_export(export, run, device="cpu")
+        model = LlavaChatModel.from_export(export, run, device)
         replies = model.answer_images([(q, img) for (_, q, _), img in zip(items, images)], max_new_tokens)
         right = [is_right(reply, ref) for reply, (_, _, ref) in zip(replies, items)]
         summary[label] = {"images": len(items), "accuracy": sum(right) / len(items), "baseline": baseline}
