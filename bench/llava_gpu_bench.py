@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, replace
@@ -36,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
 from gpu_train_bench import build_model, parse_log  # noqa: E402
+
 from xtflow import paths  # noqa: E402
 from xtflow.llava_config import LlavaStageSettings, stage_settings, write_llava_config  # noqa: E402
 from xtflow.llava_dataset import IMAGES, RECORDS, write_split  # noqa: E402
@@ -155,15 +157,15 @@ def main() -> None:
             data = args.work / "data" / f"{stage}-{count}-{image_size}"
             if not data.exists():
                 generated = {stage: count, "image_size": image_size, "seed": 0}
-                print(f"data: {write_split(data, None, stage, generated)} {stage} records at {image_size} px", flush=True)
+                print(
+                    f"data: {write_split(data, None, stage, generated)} {stage} records at {image_size} px", flush=True
+                )
             if stage == "finetune":
                 s = replace(s, pretrained_pth=str(run / paths.llava_checkpoint("pretrain")))
             r = run_stage(run, stage, s, base[stage], data, args.log_interval)
             r["settings"] = {k: v for k, v in asdict(s).items() if not k.endswith(("_path", "_dir", "_pth"))}
             results["variants"][name][stage] = r
-            (args.out / f"train-{name}-{stage}.log").write_text(
-                (run / f"train_{stage}.log").read_text(encoding="utf-8", errors="replace"), encoding="utf-8"
-            )
+            shutil.copyfile(run / f"train_{stage}.log", args.out / f"train-{name}-{stage}.log")
             print(
                 f"{name:6s} {stage:8s} s/iter {r['s_per_iter']:.3f}  samples/s {r['samples_per_s']:.1f}  "
                 f"peak {r['peak_memory_mb']:,} MB  sampling {r['sampling_s']:.1f} s  stage {r['stage_wall_s']:.1f} s",

@@ -87,6 +87,17 @@ def planned_jobs(output: str) -> set[str]:
     return jobs - {"all"}
 
 
+def dry_run_with(workdir: Path, tmp_path: Path, change: dict[str, Any], *args: str) -> str:
+    """Snakemake's dry-run output in `workdir` with the completed run's config changed by `change`
+    (dotted keys), given as `--configfile` after `args` (targets, options)."""
+    config = completed_config()
+    for dotted, value in change.items():
+        set_key(config, dotted, value)
+    override = tmp_path / "changed.yaml"
+    override.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    return snakemake(workdir, "-n", *args, "--configfile", str(override), check=True).stdout
+
+
 def quick_config() -> dict[str, Any]:
     """The smallest run through every stage (.test/config/config.yaml over the embedded default)."""
     return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text(encoding="utf-8"))

@@ -14,23 +14,14 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import USER_RECORDS, completed_config, planned_jobs, set_key, snakemake
+from conftest import USER_RECORDS, completed_config, dry_run_with, planned_jobs, set_key, snakemake
 
 DOWNSTREAM_OF_DATA = {"dataset", "train", "adapter", "merge"}
 DOWNSTREAM_OF_HYPERPARAMS = {"xtuner_config", "train", "adapter", "merge"}
 
 
 def _dry_run_with(completed_run: Path, tmp_path: Path, change: dict[str, Any], *extra: str) -> set[str]:
-    config = completed_config()
-    for dotted, value in change.items():
-        set_key(config, dotted, value)
-    override = tmp_path / "changed.yaml"
-    override.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    proc = snakemake(completed_run, "-n", "--configfile", str(override), *extra, check=True)
-    jobs = planned_jobs(proc.stdout)
-    if not jobs:
-        assert "Nothing to be done" in proc.stdout + proc.stderr
-    return jobs
+    return planned_jobs(dry_run_with(completed_run, tmp_path, change, *extra))
 
 
 ROWS = [

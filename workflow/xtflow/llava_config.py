@@ -24,14 +24,17 @@ from xtflow.errors import XtflowError
 from xtflow.llava_dataset import IMAGES, RECORDS, SAMPLE
 from xtflow.pysource import PatchError, SourceEditor
 from xtflow.xtuner_config import (
+    TrainingSettings,
     builtin_config_path,
     check_prompt_template,
     finish_patch,
     patch_chat_hook,
-    patch_llm_precision,
+    patch_model,
     patch_optimizer,
+    patch_schedule,
     patch_seed,
     patch_warmup,
+    training_values,
     write_patched,
 )
 
@@ -40,8 +43,8 @@ PLUGIN_IMPORT = (
 )
 
 
-@dataclass(frozen=True)
-class LlavaStageSettings:
+@dataclass(frozen=True, kw_only=True)
+class LlavaStageSettings(TrainingSettings):
     """The values patched into one stage's config (config `llava:` and the stage's paths)."""
 
     stage: str  # pretrain or finetune
@@ -49,27 +52,8 @@ class LlavaStageSettings:
     visual_encoder_path: str
     data_dir: str  # a split written by xtflow.llava_dataset: records.json, images/, sample.png
     pretrained_pth: str | None  # finetune: the projector to start from
-    prompt_template: str
-    max_length: int
-    batch_size: int
-    accumulative_counts: int
-    max_epochs: int
-    lr: float
-    warmup_ratio: float
-    save_steps: int
-    save_total_limit: int
-    evaluation_freq: int
-    evaluation_inputs: list[str]
-    evaluation_max_new_tokens: int
-    evaluation_before_train: bool
-    seed: int
     dataset_processes: int
     dataloader_workers: int
-    gradient_checkpointing: bool
-    compile: bool
-    load_in_4bit: bool
-    dtype: str
-    device: str
     llm_lora: dict[str, Any] | None = None  # finetune: {r, alpha, dropout}
     visual_encoder_lora: dict[str, Any] | None = None
 
@@ -81,32 +65,14 @@ def stage_settings(
     check_prompt_template(llava["prompt_template"], "llava.prompt_template")
     own = llava[stage]
     return LlavaStageSettings(
+        **training_values(own, llava),
         stage=stage,
         llm_path=llm,
         visual_encoder_path=visual_encoder,
         data_dir=paths.llava_data(stage),
         pretrained_pth=pretrained_pth if stage == "finetune" else None,
-        prompt_template=llava["prompt_template"],
-        max_length=llava["max_length"],
-        batch_size=own["batch_size"],
-        accumulative_counts=own["accumulative_counts"],
-        max_epochs=own["max_epochs"],
-        lr=own["lr"],
-        warmup_ratio=llava["warmup_ratio"],
-        save_steps=own["save_steps"],
-        save_total_limit=own["save_total_limit"],
-        evaluation_freq=own["evaluation_freq"],
-        evaluation_inputs=list(own["evaluation_inputs"]),
-        evaluation_max_new_tokens=llava["evaluation_max_new_tokens"],
-        evaluation_before_train=llava["evaluation_before_train"],
-        seed=llava["seed"],
         dataset_processes=llava["dataset_processes"],
         dataloader_workers=llava["dataloader_workers"],
-        gradient_checkpointing=llava["gradient_checkpointing"],
-        compile=llava["compile"],
-        load_in_4bit=llava["load_in_4bit"],
-        dtype=llava["dtype"],
-        device=llava["device"],
         llm_lora=own.get("llm_lora"),
         visual_encoder_lora=own.get("visual_encoder_lora"),
     )
@@ -125,33 +91,15 @@ def patch_llava_config(source: str, s: LlavaStageSettings, origin: str = "<confi
     ed.set_assignment("data_path", r(str(data / RECORDS)))
     ed.set_assignment("image_folder", r(str(data / IMAGES)))
     ed.set_assignment("prompt_template", f"PROMPT_TEMPLATE.{s.prompt_template}")
-    for name, value in [
-        ("max_length", s.max_length),
-        ("batch_size", s.batch_size),
-        ("accumulative_counts", s.accumulative_counts),
-        ("dataloader_num_workers", s.dataloader_workers),
-        ("max_epochs", s.max_epochs),
-        ("lr", s.lr),
-        ("save_steps", s.save_steps),
-        ("save_total_limit", s.save_total_limit),
-        ("evaluation_freq", s.evaluation_freq),
-        ("evaluation_inputs", s.evaluation_inputs),
-        ("evaluation_images", str(data / SAMPLE)),
-    ]:
-        ed.set_assignment(name, r(value))
+    patch_schedule(ed, s)
+    ed.set_assignment("dataloader_num_workers", r(s.dataloader_workers))
+    ed.set_assignment("evaluation_images", r(str(data / SAMPLE)))
     if s.stage == "finetune":
         ed.set_assignment("pretrained_pth", r(s.pretrained_pth))
     patch_seed(ed, s.seed)
 
     # PART 2: the model: xtflow's LoRA preparation, precision, LoRA shapes.
-    model = ed.dict_path("model")
-    model_type = ed.keyword(model, "type", "model").value
-    if ed.text(model_type) != "LLaVAModel":
-        raise PatchError(f"{origin}: model type is not LLaVAModel")
-    ed.replace(model_type, "FastLoraLLaVAModel")
-    ed.add_keyword(model, "compile_layers", r(s.compile), "model")
-    ed.add_keyword(model, "use_activation_checkpointing", r(s.gradient_checkpointing), "model")
-    patch_llm_precision(ed, s.dtype, s.load_in_4bit)
+    patch_model(ed, s, "LLaVAModel", "FastLoraLLaVAModel")
     for part, lora in (("llm_lora", s.llm_lora), ("visual_encoder_lora", s.visual_encoder_lora)):
         if lora is not None:
             call = ed.dict_path("model", part)

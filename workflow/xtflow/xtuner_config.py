@@ -11,9 +11,10 @@ import ast
 import functools
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from xtflow import paths
 from xtflow.errors import XtflowError
@@ -24,15 +25,12 @@ from xtflow.xtuner_tools import CPU_SHIM
 DTYPES = ("float32", "float16", "bfloat16")
 
 
-@dataclass(frozen=True)
-class XtunerSettings:
-    """The values patched into the base config (from config.yaml `xtuner:` and paths)."""
+@dataclass(frozen=True, kw_only=True)
+class TrainingSettings:
+    """What every config xtflow writes sets, text or LLaVA (patch_schedule and the other shared edits)."""
 
-    model_path: str
-    data_path: str
     prompt_template: str
     max_length: int
-    pack_to_max_length: bool
     batch_size: int
     accumulative_counts: int
     max_epochs: int
@@ -43,17 +41,26 @@ class XtunerSettings:
     evaluation_freq: int
     evaluation_inputs: list[str]
     evaluation_max_new_tokens: int
-    system: str
     seed: int
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
     load_in_4bit: bool
     dtype: str
     gradient_checkpointing: bool
     device: str
     evaluation_before_train: bool = True
     compile: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class XtunerSettings(TrainingSettings):
+    """The values patched into the base config (from config.yaml `xtuner:` and paths)."""
+
+    model_path: str
+    data_path: str
+    pack_to_max_length: bool
+    system: str
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
     visualizer: str | None = None  # None: mmengine's local JSON scalars only; "tensorboard": also TensorBoard
 
 
@@ -146,33 +153,14 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     ed.set_assignment("pretrained_model_name_or_path", r(s.model_path))
     ed.set_assignment("prompt_template", f"PROMPT_TEMPLATE.{s.prompt_template}")
     ed.insert_before(ed.assignment("prompt_template"), f"data_path = {s.data_path!r}  # xtflow")
-    for name, value in [
-        ("max_length", s.max_length),
-        ("pack_to_max_length", s.pack_to_max_length),
-        ("batch_size", s.batch_size),
-        ("accumulative_counts", s.accumulative_counts),
-        ("max_epochs", s.max_epochs),
-        ("lr", s.lr),
-        ("save_steps", s.save_steps),
-        ("save_total_limit", s.save_total_limit),
-        ("evaluation_freq", s.evaluation_freq),
-        ("evaluation_inputs", s.evaluation_inputs),
-        ("SYSTEM", s.system),
-    ]:
-        ed.set_assignment(name, r(value))
+    patch_schedule(ed, s)
+    ed.set_assignment("pack_to_max_length", r(s.pack_to_max_length))
+    ed.set_assignment("SYSTEM", r(s.system))
 
     patch_seed(ed, s.seed)  # the stock configs leave it None
 
     # PART 2: model dtype, 4-bit and LoRA.
-    patch_llm_precision(ed, s.dtype, s.load_in_4bit)
-    model = ed.dict_path("model")
-    model_type = ed.keyword(model, "type", "model").value
-    if ed.text(model_type) != "SupervisedFinetune":
-        raise PatchError(f"{origin}: model type is not SupervisedFinetune (xtflow fine-tunes with LoRA)")
-    # xtflow's LoRA preparation (xtflow.xtuner_plugins); compile_layers: torch.compile each decoder layer
-    ed.replace(model_type, "FastLoraSupervisedFinetune")
-    ed.add_keyword(model, "compile_layers", r(s.compile), "model")
-    ed.add_keyword(model, "use_activation_checkpointing", r(s.gradient_checkpointing), "model")
+    patch_model(ed, s, "SupervisedFinetune", "FastLoraSupervisedFinetune")
     lora = ed.dict_path("model", "lora")
     ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
     ed.set_keyword(lora, "lora_alpha", r(s.lora_alpha), "model.lora")
@@ -205,9 +193,43 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
 # -- the edits every xtflow config gets, text or LLaVA ------------------------------------------------
 
 
+SCHEDULE = (
+    "max_length",
+    "batch_size",
+    "accumulative_counts",
+    "max_epochs",
+    "lr",
+    "save_steps",
+    "save_total_limit",
+    "evaluation_freq",
+    "evaluation_inputs",
+)
+
+
+def patch_schedule(ed: SourceEditor, s: TrainingSettings) -> None:
+    """The top-level settings every XTuner config has under these names: lengths, schedule, checkpoints,
+    samples."""
+    for name in SCHEDULE:
+        ed.set_assignment(name, repr(getattr(s, name)))
+
+
 def patch_seed(ed: SourceEditor, seed: int) -> None:
     """Reproducible: the stock configs leave the seed None."""
     ed.set_keyword(ed.dict_path("randomness"), "seed", repr(seed), "randomness")
+
+
+def patch_model(ed: SourceEditor, s: TrainingSettings, stock: str, ours: str) -> None:
+    """`model`: XTuner's class `stock` replaced by xtflow's `ours` (xtflow.xtuner_plugins: its LoRA
+    preparation; `compile_layers`: torch.compile each decoder layer), activation checkpointing, and the
+    LLM's precision."""
+    model = ed.dict_path("model")
+    model_type = ed.keyword(model, "type", "model").value
+    if ed.text(model_type) != stock:
+        raise PatchError(f"{ed.origin}: model type is not {stock} (xtflow fine-tunes it with LoRA)")
+    ed.replace(model_type, ours)
+    ed.add_keyword(model, "compile_layers", repr(s.compile), "model")
+    ed.add_keyword(model, "use_activation_checkpointing", repr(s.gradient_checkpointing), "model")
+    patch_llm_precision(ed, s.dtype, s.load_in_4bit)
 
 
 def patch_llm_precision(ed: SourceEditor, dtype: str, load_in_4bit: bool) -> None:
@@ -304,31 +326,20 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
     directory that is copied or moved trains on its own data and model, never on the original's."""
     check_prompt_template(xt["prompt_template"])
     return XtunerSettings(
+        **training_values(xt),
         model_path=str(model_path),
         data_path=str(data_path),
-        prompt_template=xt["prompt_template"],
-        max_length=xt["max_length"],
         pack_to_max_length=xt["pack_to_max_length"],
-        batch_size=xt["batch_size"],
-        accumulative_counts=xt["accumulative_counts"],
-        max_epochs=xt["max_epochs"],
-        lr=xt["lr"],
-        warmup_ratio=xt["warmup_ratio"],
-        save_steps=xt["save_steps"],
-        save_total_limit=xt["save_total_limit"],
-        evaluation_freq=xt["evaluation_freq"],
-        evaluation_inputs=list(xt["evaluation_inputs"]),
-        evaluation_max_new_tokens=xt["evaluation_max_new_tokens"],
         system=xt["system"],
-        seed=xt["seed"],
         lora_r=xt["lora"]["r"],
         lora_alpha=xt["lora"]["alpha"],
         lora_dropout=xt["lora"]["dropout"],
-        load_in_4bit=xt["load_in_4bit"],
-        dtype=xt["dtype"],
-        gradient_checkpointing=xt["gradient_checkpointing"],
-        device=xt["device"],
-        evaluation_before_train=xt["evaluation_before_train"],
-        compile=xt["compile"],
         visualizer=xt["visualizer"],
     )
+
+
+def training_values(*sections: dict[str, Any]) -> dict[str, Any]:
+    """TrainingSettings' fields from config sections that name them alike (`xtuner:`; a LLaVA stage's
+    section, then `llava:`): each from the first section that has it."""
+    names = [f.name for f in fields(TrainingSettings)]
+    return {name: next(section[name] for section in sections if name in section) for name in names}
