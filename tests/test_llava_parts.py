@@ -248,3 +248,62 @@ def test_fingerprint_covers_the_extra_inputs(tmp_path: Path) -> None:
     (tmp_path / "projector.pth").write_text("other weights", encoding="utf-8")
     assert fp() != changed
     assert fingerprint(*files, None, 1) == fingerprint(*files, None, 1, ())  # text runs: as before
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from xtflow.llava_encoder import TinyClipSpec, build_tiny_clip
+    from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_model(TinyModelSpec(400, 16, 32, 1, 2, 256, 0), root / "llm")
+    build_tiny_clip(TinyClipSpec(32, 8, 16, 32, 1, 2, 0), root / "clip")
+    return root / "llm", root / "clip"
+
+
+def test_plan_counts_samples_cut_at_max_length(
+    tiny_models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """max_length counts the text; XTuner cuts longer records silently (their answers included): the
+    train rule's plan says how many. With the tiny tokenizer the caption prompts take 38-52 tokens and
+    the answers 8-13: at 56 some records lose the end of their answer, none loses all of it."""
+    from xtflow import paths
+    from xtflow.llava_config import stage_settings, write_llava_config
+    from xtflow.train import plan_training
+
+    monkeypatch.chdir(tmp_path)  # the written config's paths are the run directory's
+    write_split(Path(paths.llava_data("pretrain")), None, "pretrain", GENERATED)
+    llava = validate({})["llava"]
+    cut = {}
+    for max_length in (56, 200):
+        s = stage_settings(llava, "pretrain", str(tiny_models[0]), str(tiny_models[1]), None)
+        write_llava_config(llava["pretrain"]["base_config"], replace(s, max_length=max_length), tmp_path / "c.py")
+        plan = plan_training(tmp_path / "c.py", 1)
+        assert (plan.samples, plan.max_length) == (12, max_length)
+        cut[max_length] = plan.truncated
+    assert 0 < cut[56] < 12 and cut[200] == 0, cut
+
+
+def test_llava_model_lists_its_lora_layers_in_a_fixed_order(tiny_models: tuple[Path, Path]) -> None:
+    """XTuner's list of layers to adapt comes from a set (its order, and adapter_config.json, varied by run)."""
+    from mmengine.config import ConfigDict
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    from xtflow.xtuner_plugins import FastLoraLLaVAModel
+
+    llm, clip = tiny_models
+    model = FastLoraLLaVAModel(
+        llm=ConfigDict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(llm)),
+        visual_encoder=ConfigDict(type=CLIPVisionModel.from_pretrained, pretrained_model_name_or_path=str(clip)),
+        freeze_llm=True,
+        freeze_visual_encoder=True,
+        llm_lora=dict(type=LoraConfig, r=4, lora_alpha=8, task_type="CAUSAL_LM"),
+        visual_encoder_lora=dict(type=LoraConfig, r=4, lora_alpha=8),
+        use_activation_checkpointing=False,
+    )
+    llm_targets = model.llm.peft_config["default"].target_modules
+    clip_targets = model.visual_encoder.peft_config["default"].target_modules
+    assert llm_targets == sorted(llm_targets) and len(llm_targets) == 7  # q k v o gate up down
+    assert clip_targets == sorted(clip_targets) and len(clip_targets) == 6  # q k v out_proj fc1 fc2
+    assert set(model.state_dict()) == {k for k in model.state_dict() if "lora_" in k or k.startswith("projector.")}

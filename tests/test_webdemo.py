@@ -122,7 +122,7 @@ def test_llava_answers_about_an_uploaded_image(llava_run: Path, tmp_path: Path) 
         expect(box).to_be_visible(timeout=60_000)
         for record in records:  # a new image starts a new chat
             page.locator('input[type="file"]').set_input_files(str(split / "images" / record["image"]))
-            expect(page.get_by_role("img", name=record["image"])).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("main").get_by_text(record["image"], exact=True)).to_be_visible(timeout=30_000)
             expect(page.get_by_text("0 replies in this chat")).to_be_visible(timeout=30_000)
             box.fill(record["conversations"][0]["value"].replace("<image>", "").strip())
             box.press("Enter")

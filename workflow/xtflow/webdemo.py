@@ -67,9 +67,11 @@ def main() -> None:
             st.session_state.messages = []
     chat = load_model(which, str(args.workdir), str(args.config))
     st.title("xtflow chat")
-    st.caption(f"{which} model · `{chat.model_dir}` · template `{chat.settings.prompt_template}`")
     if isinstance(chat, LlavaChatModel):
+        st.caption(f"{which} model · `{chat.export_dir}` · template `{chat.settings.prompt_template}`")
         chat = chat.with_image(image_upload())
+    else:
+        st.caption(f"{which} model · `{chat.model_dir}` · template `{chat.settings.prompt_template}`")
 
     messages: list[dict[str, str]] = st.session_state.setdefault("messages", [])
     question = st.chat_input("Ask something")
