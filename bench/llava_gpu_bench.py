@@ -2,6 +2,7 @@
 recipe (config/llava_internlm2_chat_1_8b.yaml), in one call, with random weights.
 
     python bench/llava_gpu_bench.py --out DIR [--iterations 40] [--variants stock,recipe]
+    python bench/llava_gpu_bench.py --out DIR --variants stock; ... --variants recipe   # the same, in two calls
     python bench/llava_gpu_bench.py --out DIR --shape tiny --device cpu --iterations 4   # runs on a CPU: a check
 
 Builds the real shapes with random weights (speed and memory are honest, what they say is not): the
@@ -35,6 +36,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
+# the XTuner tools this starts import the written configs' xtflow components: this checkout's, as the workflow does
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "workflow"), os.getenv("PYTHONPATH")]))
 
 from gpu_train_bench import build_model, parse_log  # noqa: E402
 
@@ -144,7 +147,10 @@ def main() -> None:
     image_size = 336 if args.shape == "real" else 32
     all_variants = variants(llm, encoder, args.device)
     base = {stage: validate({})["llava"][stage]["base_config"] for stage in paths.LLAVA_STAGES}
-    results: dict = {"shape": args.shape, "device": args.device, "iterations": args.iterations, "variants": {}}
+    # calls with the same --out add their variants (one variant per call fits a 10-minute device slot)
+    previous = args.out / "results.json"
+    results: dict = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {"variants": {}}
+    results.update(shape=args.shape, device=args.device, iterations=args.iterations)
     if args.device == "cuda":
         import torch
 
