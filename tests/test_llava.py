@@ -199,6 +199,15 @@ def test_change_reruns_exactly(llava_run: Path, tmp_path: Path, label: str, chan
     assert dry_run(llava_run, tmp_path, change) == expected
 
 
+def test_a_given_projector_skips_pretraining(llava_run: Path, tmp_path: Path) -> None:
+    """`llava.pretrained_projector` (the tutorial hands out iter_2181.pth): fine-tuning starts from it, the
+    projector-only model is exported from it, and the pretrain stage does not run."""
+    given = tmp_path / "iter_2181.pth"
+    shutil.copy(llava_run / LLAVA / "pretrain" / "final_checkpoint.pth", given)
+    jobs = dry_run(llava_run, tmp_path, {"llava.pretrained_projector": str(given)})
+    assert jobs == {"llava_config[finetune]", "llava_adapter[pretrain]"} | FINETUNE
+
+
 def test_llava_changes_rerun_nothing_of_the_text_pipeline(llava_run: Path, tmp_path: Path) -> None:
     """Of the default target, only the report's page of the validated configuration (which shows them)."""
     change = {"llava.finetune.lr": 1.0e-3, "llava.data.generated.seed": 1, "llava.visual_encoder.tiny.seed": 1}
