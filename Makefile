@@ -11,8 +11,9 @@ PYTEST_ARGS ?=
 
 # Debian packages the tests need: graphviz (rule graph), chromium (web demo test),
 # fonts-wqy-zenhei (Chinese text in the browser's screenshots), SLURM with accounting
-# (tests/test_slurm.py brings up a one-node cluster).
-SYSTEM_DEPS := graphviz chromium fonts-wqy-zenhei slurmctld slurmd slurm-client slurmdbd munge mariadb-server
+# (tests/test_slurm.py brings up a one-node cluster), git-lfs (the git route of `snakemake push`;
+# tests/test_publish.py pushes to a local repository with LFS).
+SYSTEM_DEPS := graphviz chromium fonts-wqy-zenhei slurmctld slurmd slurm-client slurmdbd munge mariadb-server git-lfs
 
 setup: $(STAMP)
 

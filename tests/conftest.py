@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,19 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, timeout: float = 900, check: bool = False) -> subprocess.CompletedProcess:
-    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test."""
+def snakemake(
+    workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test.
+    Offline unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    for key, value in (env or {}).items():
+        if value is None:
+            run_env.pop(key, None)
+        else:
+            run_env[key] = value
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
@@ -88,14 +97,15 @@ def planned_jobs(output: str) -> set[str]:
 
 
 def dry_run_with(workdir: Path, tmp_path: Path, change: dict[str, Any], *args: str) -> str:
-    """Snakemake's dry-run output in `workdir` with the completed run's config changed by `change`
-    (dotted keys), given as `--configfile` after `args` (targets, options)."""
+    """Snakemake's dry-run output (stdout and stderr) in `workdir` with the completed run's config changed
+    by `change` (dotted keys), given as `--configfile` after `args` (targets, options)."""
     config = completed_config()
     for dotted, value in change.items():
         set_key(config, dotted, value)
     override = tmp_path / "changed.yaml"
     override.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    return snakemake(workdir, "-n", *args, "--configfile", str(override), check=True).stdout
+    proc = snakemake(workdir, "-n", *args, "--configfile", str(override), check=True)
+    return proc.stdout + proc.stderr
 
 
 def quick_config() -> dict[str, Any]:
@@ -178,3 +188,68 @@ def llava_run(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     shutil.copy(log, log.with_name("train_pretrain.interrupted.log"))
     snakemake(workdir, "--cores", "2", "llava", check=True, timeout=1200)
     return workdir
+
+
+# -- a base model from the Hugging Face Hub (tests/fakehub.py stands in for the hub) ----------------------------------
+HUB_ID = "internlm/internlm2-chat-1_8b"  # the real model's id; the fake hub serves a tiny model under it
+HUB_RUN_TARGETS = ("results/train/final_checkpoint.pth", "results/report/run.html")
+
+
+def hub_env(hf_home: Path, endpoint: str, offline: bool) -> dict[str, str | None]:
+    """The hub client's settings for Snakemake and its jobs: its own cache (HF_HOME), the endpoint, offline or not."""
+    return {
+        "HF_HOME": str(hf_home),
+        "HF_HUB_CACHE": None,
+        "HUGGINGFACE_HUB_CACHE": None,
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_OFFLINE": "1" if offline else None,
+        "TRANSFORMERS_OFFLINE": None,
+    }
+
+
+def closed_port() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def hub_config() -> dict[str, Any]:
+    """The smallest run (.test/config/config.yaml: 48 identity records x 4 epochs = 24 iterations) on the hub model."""
+    config = quick_config()
+    config["base_model"]["path"] = HUB_ID
+    return config
+
+
+@dataclass(frozen=True)
+class HubRun:
+    workdir: Path  # a run through train and run_info on the downloaded model (the later stages read its files alike)
+    hf_home: Path  # the hub client's cache it filled
+    model: Path  # what the fake hub served
+    commit: str  # the commit the fake hub served
+    endpoint: str  # the fake hub's address (stopped now: connections are refused)
+    requests: list[tuple[str, str, str | None]]  # what the fake hub was asked
+    stderr: str  # Snakemake's
+
+
+@pytest.fixture(scope="session")
+def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
+    """`base_model.path: internlm/internlm2-chat-1_8b` with the hub reachable (the fake one, serving a tiny
+    model) and an empty cache: the real client downloads it, and the workflow trains on it. It stops after the
+    train stage: adapter and merge read resources/base_model as train does, a directory of links as every
+    local model's (tests/test_recipes.py runs them on one)."""
+    from fakehub import FakeHub, repo_from_dir
+    from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+
+    root = tmp_path_factory.mktemp("hub")
+    model = root / "served"
+    build_tiny_model(TinyModelSpec(1024, 64, 128, 2, 4, 1024, 0), model)
+    repo = repo_from_dir(model)
+    workdir, hf_home = root / "run", root / "hf_home"
+    write_config(workdir, hub_config())
+    with FakeHub({HUB_ID: repo}) as hub:
+        env = hub_env(hf_home, hub.endpoint, offline=False)
+        proc = snakemake(workdir, HUB_RUN_TARGETS[0], HUB_RUN_TARGETS[1], env=env, check=True)
+    return HubRun(workdir, hf_home, model, repo.commit, hub.endpoint, list(hub.requests), proc.stderr)

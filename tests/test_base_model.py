@@ -71,8 +71,16 @@ def test_missing_tokenizer(tiny: Path, tmp_path: Path) -> None:
         check_model_dir(broken)
 
 
-def test_missing_path_and_hub_id(tmp_path: Path) -> None:
-    with pytest.raises(XtflowError, match="does not exist"):
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(XtflowError, match=f"config key 'base_model.path': '{tmp_path / 'nope'}' does not exist"):
         check_model_dir(tmp_path / "nope")
-    with pytest.raises(XtflowError, match="looks like a model hub id, but no hub is reachable"):
-        check_model_dir(Path("internlm/internlm2-chat-1_8b"))
+
+
+def test_weights_whose_link_target_is_gone(tiny: Path, tmp_path: Path) -> None:
+    """resources/base_model links into a hub cache: a deleted cache leaves links to nothing."""
+    linked = tmp_path / "linked"
+    shutil.copytree(tiny, linked)
+    (linked / "model.safetensors").unlink()
+    (linked / "model.safetensors").symlink_to(tmp_path / "deleted" / "model.safetensors")
+    with pytest.raises(XtflowError, match=r"has no weights \(\*.safetensors or \*.bin\)"):
+        check_model_dir(linked)

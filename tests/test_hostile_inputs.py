@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, SNAKEFILE, default_config, set_key, snakemake, write_config
+from conftest import REPO, SNAKEFILE, closed_port, default_config, hub_env, set_key, snakemake, write_config
 from xtflow.errors import XtflowError
 
 
@@ -56,6 +56,12 @@ def base_model_at(make: Callable[[Path], Path | str]) -> Callable[[Path], str]:
         return dry_run_with(base_model__path=str(make(tmp)))(tmp)
 
     return run
+
+
+def hub_id_unavailable(tmp: Path) -> str:
+    """An empty hub cache of its own, offline: refused before any job, nothing written (tests/test_hub.py)."""
+    write_config(tmp, set_key(default_config(), "base_model.path", "internlm/internlm2-chat-1_8b"))
+    return _error_line(snakemake(tmp, "-n", env=hub_env(tmp / "hf_home", closed_port(), offline=True)))
 
 
 def _tiny_model(tmp: Path) -> Path:
@@ -289,10 +295,18 @@ CASES = [
         base_model_at(_without_tokenizer),
     ),
     Case(
-        "model-hub-id",
-        "a model hub id instead of a local path (offline)",
-        "looks like a model hub id, but no hub is reachable here",
-        base_model_at(lambda tmp: "internlm/internlm2-chat-1_8b"),
+        "model-hub-id-unavailable",
+        "a Hugging Face id neither in the local cache nor reachable (offline)",
+        "'internlm/internlm2-chat-1_8b' (no local directory, so a Hugging Face id; revision main) is not in the "
+        "Hugging Face cache",
+        hub_id_unavailable,
+    ),
+    Case(
+        "model-modelscope-id",
+        "a ModelScope id",
+        "ModelScope ids ('modelscope:Shanghai_AI_Laboratory/internlm2-chat-1_8b') are not supported: download "
+        "the model with",
+        base_model_at(lambda tmp: "modelscope:Shanghai_AI_Laboratory/internlm2-chat-1_8b"),
     ),
     Case("data-not-json", "a dataset file that is not JSON", "not valid JSON", dataset_file("{oops")),
     Case(

@@ -14,14 +14,33 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import USER_RECORDS, completed_config, dry_run_with, planned_jobs, set_key, snakemake
+from conftest import (
+    HUB_ID,
+    HUB_RUN_TARGETS,
+    USER_RECORDS,
+    HubRun,
+    closed_port,
+    completed_config,
+    dry_run_with,
+    hub_config,
+    hub_env,
+    planned_jobs,
+    set_key,
+    snakemake,
+)
+from fakehub import FakeHub, repo_from_dir
 
 DOWNSTREAM_OF_DATA = {"dataset", "train", "adapter", "merge"}
 DOWNSTREAM_OF_HYPERPARAMS = {"xtuner_config", "train", "adapter", "merge"}
 
 
 def _dry_run_with(completed_run: Path, tmp_path: Path, change: dict[str, Any], *extra: str) -> set[str]:
-    return planned_jobs(dry_run_with(completed_run, tmp_path, change, *extra))
+    # the README's table is about results/final_model (the default target adds evaluation and report)
+    output = dry_run_with(completed_run, tmp_path, change, *(extra or ["results/final_model"]))
+    jobs = planned_jobs(output)
+    if not jobs:
+        assert "Nothing to be done" in output
+    return jobs
 
 
 ROWS = [
@@ -80,3 +99,25 @@ def test_user_data_file_contents_rerun_data_downstream(completed_run: Path, tmp_
     proc = snakemake(copy, "-n", "results/data/train.json", check=True)
     assert planned_jobs(proc.stdout) == {"dataset"}  # the edit alone makes the dataset stale
     assert planned_jobs(snakemake(copy, "-n", "results/final_model", check=True).stdout) == DOWNSTREAM_OF_DATA
+
+
+def test_hub_revision_reruns_the_download_and_downstream(hub_run: HubRun, tmp_path: Path) -> None:
+    """A hub model's revision (here pinned to the very commit in use: a change of config all the same). The hub
+    run stops after train: adapter and merge follow train as in the rows above; run_info shows the config."""
+    config = hub_config()
+    config["base_model"]["revision"] = hub_run.commit
+    override = tmp_path / "changed.yaml"
+    override.write_text(yaml.safe_dump(config), encoding="utf-8")
+    env = hub_env(hub_run.hf_home, closed_port(), offline=True)
+    proc = snakemake(hub_run.workdir, "-n", *HUB_RUN_TARGETS, "--configfile", str(override), env=env, check=True)
+    assert planned_jobs(proc.stdout) == {"download_model", "xtuner_config", "train", "run_info"}
+
+
+def test_new_commit_on_the_hub_reruns_nothing(hub_run: HubRun) -> None:
+    """`main` moved on the hub: the run keeps the commit it fetched, and does not even ask."""
+    moved = repo_from_dir(hub_run.model, **{"generation_config.json": b'{"max_new_tokens": 7}'})
+    with FakeHub({HUB_ID: moved}) as fake:
+        env = hub_env(hub_run.hf_home, fake.endpoint, offline=False)
+        proc = snakemake(hub_run.workdir, "-n", *HUB_RUN_TARGETS, env=env, check=True)
+    assert planned_jobs(proc.stdout) == set() and "Nothing to be done" in proc.stdout + proc.stderr
+    assert fake.requests == []

@@ -1,19 +1,42 @@
-rule base_model:
-    """Link the local base model (checked) into resources/, or build the tiny embedded default
-    (random weights; then taught the general set by rule general_skill unless that is off)."""
-    output:
-        model=directory(BASE_MODEL if config["base_model"]["path"] or not SKILL else UNTAUGHT_MODEL),
-    log:
-        "logs/base_model.log",
-    benchmark:
-        "benchmarks/base_model.tsv"
-    conda:
-        XTFLOW_ENV
-    params:
-        path=config["base_model"]["path"],
-        tiny=config["base_model"]["tiny"],
-    script:
-        "../scripts/base_model.py"
+if HUB_MODEL:
+
+    rule download_model:
+        """Fetch the base model from the Hugging Face Hub into the client's cache (resumable; a cached
+        model needs no network) and link its snapshot as resources/base_model."""
+        output:
+            model=directory(BASE_MODEL),
+        log:
+            "logs/download_model.log",
+        benchmark:
+            "benchmarks/download_model.tsv"
+        # on a cluster, where Snakemake itself runs (a login node has the network; compute nodes may not)
+        localrule: True
+        conda:
+            XTFLOW_ENV
+        params:
+            path=config["base_model"]["path"],
+            revision=config["base_model"]["revision"],
+        script:
+            "../scripts/download_model.py"
+
+else:
+
+    rule base_model:
+        """Link the local base model (checked) into resources/, or build the tiny embedded default
+        (random weights; then taught the general set by rule general_skill unless that is off)."""
+        output:
+            model=directory(BASE_MODEL if config["base_model"]["path"] or not SKILL else UNTAUGHT_MODEL),
+        log:
+            "logs/base_model.log",
+        benchmark:
+            "benchmarks/base_model.tsv"
+        conda:
+            XTFLOW_ENV
+        params:
+            path=config["base_model"]["path"],
+            tiny=config["base_model"]["tiny"],
+        script:
+            "../scripts/base_model.py"
 
 
 if SKILL and not config["base_model"]["path"]:

@@ -3,27 +3,38 @@
 import sys
 from pathlib import Path
 
-from xtflow import paths
+from xtflow import hub, paths
 from xtflow.base_model import check_model_dir
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
 from xtflow.llava_encoder import check_visual_encoder
+from xtflow.publish import card_settings
+from xtflow.push import check_ready
 from xtflow.settings import validate
 
 
 def _checked_config(raw):
-    """Validate (and fill defaults into) the config, or stop with one line naming the key."""
+    """Validate (and fill defaults into) the config, or stop with one line naming the key. Returns it with
+    the base model's hub id (None: a local directory or the tiny default)."""
     try:
         checked = validate(raw)
         for i, path in enumerate(checked["dataset"]["files"]):
             if not Path(path).is_file():
                 raise XtflowError(f"config key 'dataset.files[{i}]': '{path}' does not exist")
-        if checked["base_model"]["path"] is not None:
-            check_model_dir(Path(checked["base_model"]["path"]))
+        base = checked["base_model"]
+        model = hub.parse_source(base["path"], base["revision"])
+        if model is not None:
+            # Only the main Snakemake process may ask the hub: a job on a cluster node parses this file
+            # again, and must neither wait for a hub it may not reach nor refuse to start.
+            plan = hub.preflight(model, network=workflow.is_main_process)
+            if plan:
+                print(plan, file=sys.stderr)
+        elif base["path"] is not None:
+            check_model_dir(Path(base["path"]))
         _check_llava_inputs(checked["llava"])
     except XtflowError as e:
         sys.exit(f"xtflow: error: {e}")
-    return checked
+    return checked, model
 
 
 def _check_llava_inputs(llava):
@@ -43,7 +54,7 @@ def _check_llava_inputs(llava):
         raise XtflowError(f"config key 'llava.pretrained_projector': '{projector}' does not exist")
 
 
-_validated = _checked_config(config)
+_validated, HUB_MODEL = _checked_config(config)
 config.clear()
 config.update(_validated)
 
@@ -142,7 +153,11 @@ def llava_stage_settings(wildcards):
 
 onstart:
     # Snakemake deletes and creates outputs before a job runs: check the output trees first.
+    # A push that cannot succeed (no repository, no token) stops here, before any job runs (only an
+    # explicit target pushes: nothing depends on the push's record).
     try:
         check_writable([Path(d) for d in ("results", "resources", "logs", "benchmarks")])
+        if {"push", paths.PUSH_RECORD} & {str(t) for t in workflow.dag_settings.targets}:
+            check_ready(config["publish"])
     except XtflowError as e:
         sys.exit(f"xtflow: error: {e}")

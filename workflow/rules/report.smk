@@ -55,7 +55,9 @@ rule dataset_stats:
 
 
 rule run_info:
-    """The validated configuration and the package versions of this run."""
+    """The validated configuration, the base model's source (a hub model's commit) and the package versions."""
+    input:
+        model=BASE_MODEL,
     output:
         html=report("results/report/run.html", caption="../report/run.rst", category="Run"),
     log:

@@ -19,7 +19,7 @@ def job(log: Path) -> None:
         stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png))
         print("xtflow: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     elif snakemake.rule == "run_info":
-        report.run_info(dict(p.config), Path(o.html))
+        report.run_info(dict(p.config), Path(i.model), Path(o.html))
     else:
         raise ValueError(f"no report piece for rule {snakemake.rule}")
 

@@ -1,4 +1,4 @@
-"""Provide the base model under resources/: a checked link to a local model, or the tiny default.
+"""Provide the base model under resources/: a checked link to a local model directory.
 
 The tutorial links the downloaded model into the work directory; its classic mistake
 is to point at the parent directory. xtflow checks the directory first and names the
@@ -8,7 +8,6 @@ subdirectory that does hold a config.json.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from xtflow.errors import XtflowError
@@ -16,7 +15,6 @@ from xtflow.fsutil import atomic_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 KEY = "base_model.path"
 
 
@@ -32,33 +30,31 @@ def _subdirs_with_config(root: Path, depth: int = 3) -> list[Path]:
     return found
 
 
-def check_model_dir(path: Path, key: str = KEY) -> None:
-    """Raise XtflowError (one line, naming the path) unless `path` is a usable HF model directory."""
-    check_pretrained_dir(path, key)
-    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
-        raise XtflowError(
-            f"config key '{key}': '{path}' has no tokenizer "
-            f"(needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
-        )
-
-
-def check_pretrained_dir(path: Path, key: str) -> None:
-    """What every `from_pretrained` directory needs: to exist locally, a config.json, weights."""
+def model_dir_problem(path: Path, tokenizer: bool = True) -> str | None:
+    """What makes `path` no usable Hugging Face model directory (e.g. "has no tokenizer (...)"), or None.
+    `tokenizer`: whether it needs one (an LLM does, a vision tower does not)."""
     if not path.exists():
-        if HUB_ID.match(str(path)):
-            raise XtflowError(
-                f"config key '{key}': '{path}' looks like a model hub id, but no hub is reachable here: "
-                "download the model elsewhere and give its local directory"
-            )
-        raise XtflowError(f"config key '{key}': '{path}' does not exist")
+        return "does not exist"
     if not path.is_dir():
-        raise XtflowError(f"config key '{key}': '{path}' is a file, not a model directory")
+        return "is a file, not a model directory"
     if not (path / "config.json").is_file():
         inside = _subdirs_with_config(path)
-        hint = f"; did you mean '{inside[0]}'?" if inside else " and no subdirectory has one"
-        raise XtflowError(f"config key '{key}': '{path}' has no config.json{hint}")
-    if not any(next(path.glob(p), None) for p in WEIGHT_PATTERNS):
-        raise XtflowError(f"config key '{key}': '{path}' has no weights (*.safetensors or *.bin)")
+        return "has no config.json" + (f"; did you mean '{inside[0]}'?" if inside else " and no subdirectory has one")
+    if tokenizer and (
+        not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES)
+    ):
+        return f"has no tokenizer (needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
+    # is_file: a link whose target is gone (a deleted cache) is no weight file
+    if not any(p.is_file() for pattern in WEIGHT_PATTERNS for p in path.glob(pattern)):
+        return "has no weights (*.safetensors or *.bin)"
+    return None
+
+
+def check_model_dir(path: Path, key: str = KEY) -> None:
+    """Raise XtflowError (one line, naming the key and the path) unless `path` is a usable HF model directory."""
+    problem = model_dir_problem(path)
+    if problem:
+        raise XtflowError(f"config key '{key}': '{path}' {problem}")
 
 
 def link_model(src: Path, out: Path) -> None:

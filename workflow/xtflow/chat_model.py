@@ -73,6 +73,57 @@ def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
     return workdir / MODELS[which], None
 
 
+def render_prompt(template: dict, system: str, history: list[tuple[str, str]], question: str) -> str:
+    """The prompt XTuner trains on for a conversation: `template` is a `xtuner.utils.PROMPT_TEMPLATE` entry."""
+    text = template["SYSTEM"].format(system=system) if system and "SYSTEM" in template else ""
+    for i, (q, a) in enumerate([*history, (question, None)]):
+        text += template["INSTRUCTION"].format(input=q, round=i + 1, bot_name="")
+        if a is not None:
+            text += a + template.get("SUFFIX", "") + template.get("SEP", "")
+    return text
+
+
+def chat_template_jinja(template: dict, bos_token: str | None) -> str:
+    """A Jinja chat template (`tokenizer.chat_template`) that renders exactly what `render_prompt` does,
+    with the BOS token in front (as `ChatModel.token_ids` adds it). XTuner's instruction already ends
+    with the assistant's header, so the template is ready for the reply after each user message."""
+    import json
+    import string
+
+    def expr(fmt: str, fields: dict[str, str]) -> str:
+        out = ""
+        for literal, name, _, _ in string.Formatter().parse(fmt):
+            out += f"{{{{ {json.dumps(literal)} }}}}" if literal else ""
+            out += f"{{{{ {fields[name]} }}}}" if name is not None else ""
+        return out
+
+    content = "message['content']"
+    system = expr(template["SYSTEM"], {"system": content}) if "SYSTEM" in template else ""
+    instruction = expr(template["INSTRUCTION"], {"input": content, "round": "ns.round", "bot_name": "''"})
+    after_reply = expr(template.get("SUFFIX", "") + template.get("SEP", ""), {})
+    return (
+        ("{{ bos_token }}" if bos_token else "")
+        + "{% set ns = namespace(round=0) %}{% for message in messages %}"
+        + "{% if message['role'] == 'system' %}"
+        + (f"{{% if message['content'] %}}{system}{{% endif %}}" if system else "")
+        + "{% elif message['role'] == 'user' %}{% set ns.round = ns.round + 1 %}"
+        + instruction
+        + "{% elif message['role'] == 'assistant' %}{{ message['content'] }}"
+        + after_reply
+        + "{% endif %}{% endfor %}"
+    )
+
+
+def stop_token_ids(tokenizer: Any, template: dict, eos_token_id: int | list[int] | None) -> list[int]:
+    """The tokens that end a reply: the model's EOS tokens, the tokenizer's, and the prompt template's
+    stop words that are single tokens (for internlm2_chat: `<|im_end|>`)."""
+    eos = list(eos_token_id) if isinstance(eos_token_id, (list, tuple)) else [eos_token_id]
+    stop = [
+        ids[0] for s in template.get("STOP_WORDS", []) if len(ids := tokenizer.encode(s, add_special_tokens=False)) == 1
+    ]
+    return sorted({i for i in [*eos, *stop, tokenizer.eos_token_id] if i is not None})
+
+
 @dataclass
 class ChatModel:
     """A causal LM plus the run's prompt template, loaded once; builds prompts exactly as XTuner trained them."""
@@ -109,14 +160,7 @@ class ChatModel:
 
     # -- prompts -------------------------------------------------------------------
     def prompt(self, history: list[tuple[str, str]], question: str) -> str:
-        t = self.template
-        text = t["SYSTEM"].format(system=self.settings.system) if self.settings.system and "SYSTEM" in t else ""
-        turns = [*history, (question, None)]
-        for i, (q, a) in enumerate(turns):
-            text += t["INSTRUCTION"].format(input=q, round=i + 1, bot_name="")
-            if a is not None:
-                text += a + t.get("SUFFIX", "") + t.get("SEP", "")
-        return text
+        return render_prompt(self.template, self.settings.system, history, question)
 
     def generation_inputs(self, history: list[tuple[str, str]], question: str) -> dict[str, Any]:
         """What `generate` gets for this prompt: token ids and their attention mask."""
@@ -130,15 +174,9 @@ class ChatModel:
         return bos + self.tokenizer.encode(text, add_special_tokens=False)
 
     def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
-        eos = self.model.generation_config.eos_token_id
-        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
-        stop = self.template.get("STOP_WORDS", [])
-        stop_ids = [i for s in stop if len(ids := self.tokenizer.encode(s, add_special_tokens=False)) == 1 for i in ids]
         kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=sorted(
-                set(eos + stop_ids + ([self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []))
-            ),
+            eos_token_id=stop_token_ids(self.tokenizer, self.template, self.model.generation_config.eos_token_id),
             pad_token_id=self.tokenizer.pad_token_id
             if self.tokenizer.pad_token_id is not None
             else self.tokenizer.eos_token_id,

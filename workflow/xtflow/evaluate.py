@@ -34,6 +34,16 @@ PROBES = Path(__file__).with_name("data") / "probes"
 SIMILAR = 80.0  # rapidfuzz ratio above which a reply "is" an identity answer
 FRAGMENT = 8  # characters in a row of an identity answer that make a reply an identity reply
 
+# What each column of summary.csv measures (the model card explains the numbers with these).
+METRICS = {
+    "identity_accuracy": "share of held-out identity questions (never in the training set) whose reply states the name",
+    "over_trigger_rate": "share of unrelated questions answered with the identity sentence (lower is better)",
+    "general_accuracy": "share of general questions whose reply contains the reference answer",
+    "retention": "general ability kept: final over base general accuracy (a taught tiny base), or the share of "
+    "general questions answered as the base model did (a real base model)",
+    "base_agreement": "mean text similarity (rapidfuzz ratio / 100) of the general replies to the base model's",
+}
+
 
 @dataclass(frozen=True)
 class Probes:

@@ -42,6 +42,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link to the file `src` resolves to (no second copy of a model's weights), or a copy
+    where no link can be made (another file system)."""
+    real = Path(src).resolve()
+    try:
+        os.link(real, dst)
+    except OSError:
+        shutil.copyfile(real, dst)
+
+
 def check_writable(roots: list[Path], depth: int = 2) -> None:
     """Fail early, in one line, if an output directory cannot be written (read-only, full, no permission).
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xtflow.base_model import check_pretrained_dir
+from xtflow.base_model import model_dir_problem
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir
 
@@ -36,7 +36,9 @@ class TinyClipSpec:
 
 def check_visual_encoder(path: Path) -> None:
     """Raise XtflowError (one line naming the key) unless `path` is a local CLIP with its image processor."""
-    check_pretrained_dir(path, KEY)
+    problem = model_dir_problem(path, tokenizer=False)
+    if problem:
+        raise XtflowError(f"config key '{KEY}': '{path}' {problem}")
     model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
     if model_type not in CLIP_TYPES:
         raise XtflowError(f"config key '{KEY}': '{path}' holds a '{model_type}' model, not a CLIP vision model")

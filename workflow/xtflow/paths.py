@@ -16,6 +16,9 @@ FINAL_MODEL = "results/final_model"
 EVAL_SUMMARY = "results/eval/summary.csv"
 EVAL_REPLIES = "results/eval/replies.csv"
 REPORT = "results/report"
+PUBLISH_MODEL = "results/publish/model"  # the merged model as a hub repository: weights, tokenizer, card
+PUBLISH_ADAPTER = "results/publish/adapter"  # the LoRA adapter alone, with its own card
+PUSH_RECORD = "results/publish/push.json"  # what `snakemake push` uploaded (or, dry run, would upload)
 
 # The LLaVA target (rules/llava.smk): the tutorial's multimodal fine-tune, beside the text pipeline.
 LLAVA_VISUAL_ENCODER = "resources/llava/visual_encoder"  # the tiny CLIP built when none is given

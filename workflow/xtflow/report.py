@@ -132,18 +132,15 @@ def llava_evaluation_page(summary_csv: Path, replies_csv: Path, out_html: Path, 
     atomic_write_text(out_html, _page("LLaVA: held-out image accuracy", body))
 
 
-def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
-    """Records, unique (input, output) pairs, duplicate share and token lengths of the training set."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def dataset_statistics(dataset: Path, tokenizer_dir: Path) -> tuple[dict[str, float], Counter, list[int]]:
+    """Records, unique (system, input, output) conversations, duplicate share and token lengths of the
+    training set: (the statistics, the count of each conversation, the token length of each record)."""
     from transformers import AutoTokenizer
 
     records = json.loads(dataset.read_text(encoding="utf-8"))
     pairs = [tuple((t.get("system", ""), t["input"], t["output"]) for t in r["conversation"]) for r in records]
     counts = Counter(pairs)
-    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir), trust_remote_code=True)
     lengths_by_pair = {p: sum(len(tok.encode(s + i + o, add_special_tokens=False)) for s, i, o in p) for p in counts}
     lengths = [lengths_by_pair[p] for p in pairs]
     stats = {
@@ -156,6 +153,18 @@ def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: P
         "tokens per record (max)": max(lengths),
         "tokens in all": sum(lengths),
     }
+    return stats, counts, lengths
+
+
+def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
+    """The dataset page (`dataset_statistics`, the most frequent records) and a histogram of token lengths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats, counts, lengths = dataset_statistics(dataset, tokenizer_dir)
+    records = len(lengths)
     top = [[n, " / ".join(f"{i} -> {o}" for _, i, o in p)[:160]] for p, n in counts.most_common(5)]
     body = (
         _table(["statistic", "value"], [[k, v] for k, v in stats.items()])
@@ -167,7 +176,7 @@ def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: P
     ax.hist(lengths, bins=min(30, max(5, len(set(lengths)))), color="tab:green")
     ax.set_xlabel("tokens per record (system + input + output)")
     ax.set_ylabel("records")
-    ax.set_title(f"{len(records)} records, {len(counts)} unique")
+    ax.set_title(f"{records} records, {len(counts)} unique")
     _save_png(fig, out_png)
     plt.close(fig)
     return stats
@@ -183,7 +192,25 @@ def versions() -> dict[str, str]:
     return out
 
 
-def run_info(config: dict[str, Any], out_html: Path) -> None:
+def base_model_source(config: dict[str, Any], model_dir: Path) -> list[list[str]]:
+    """Where the base model came from: the hub id, revision and commit that `download_model` recorded,
+    the local directory, or the tiny default."""
+    from xtflow.hub import source_record
+
+    record = source_record(model_dir)
+    if record:
+        return [
+            ["source", "Hugging Face Hub"],
+            ["id", record["repo_id"]],
+            ["revision", record["revision"]],
+            ["commit", record["commit"]],
+        ]
+    if config["base_model"]["path"]:
+        return [["source", "local directory"], ["path", str(Path(config["base_model"]["path"]).resolve())]]
+    return [["source", "the tiny default (built by xtflow, random weights)"]]
+
+
+def run_info(config: dict[str, Any], model_dir: Path, out_html: Path) -> None:
     import platform
     import sys
 
@@ -191,7 +218,10 @@ def run_info(config: dict[str, Any], out_html: Path) -> None:
 
     pkgs = versions()
     body = (
-        _table(
+        "<h3>Base model</h3>"
+        + _table(["field", "value"], base_model_source(config, model_dir))
+        + "<h3>Software</h3>"
+        + _table(
             ["package", "version"],
             [["python", sys.version.split()[0]], ["platform", platform.platform()]] + [[k, v] for k, v in pkgs.items()],
         )
@@ -199,4 +229,4 @@ def run_info(config: dict[str, Any], out_html: Path) -> None:
         + html.escape(yaml.safe_dump(config, allow_unicode=True, sort_keys=True))
         + "</pre>"
     )
-    atomic_write_text(out_html, _page("Run: configuration and package versions", body))
+    atomic_write_text(out_html, _page("Run: base model, configuration and package versions", body))

@@ -15,6 +15,7 @@ import yaml
 from xtflow.errors import XtflowError
 from xtflow.general_set import general_qa
 from xtflow.llava_config import check_llava_patchable
+from xtflow.push import check_repo
 from xtflow.xtuner_config import check_patchable
 
 SCHEMA = Path(__file__).with_name("schemas") / "config.schema.yaml"
@@ -109,6 +110,8 @@ def check_semantics(cfg: dict[str, Any]) -> None:
             "config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
             "the dataset would be empty"
         )
+    for key in ("repo_id", "adapter_repo_id"):
+        check_repo(cfg["publish"]["hub"], f"publish.{key}", cfg["publish"][key])
     # the base config must patch: fail before any job runs
     check_patchable(xt["base_config"], xt)
     check_llava(cfg["llava"])
