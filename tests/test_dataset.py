@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xtflow.dataset import IdentitySpec, build_dataset, fill, load_user_file
+from xtflow.dataset import IdentitySpec, build_dataset, conversation_records, fill, load_user_file
 from xtflow.errors import XtflowError
 
 SPEC = IdentitySpec(
@@ -48,6 +48,29 @@ def test_generated_records_pair_questions_with_their_language(tmp_path: Path) ->
             assert turn["output"] == "I am XtBot, made by the xtflow team."
     # every question is used before any repeats
     assert {r["conversation"][0]["input"] for r in records[:3]} == {"Who are you?", "What is your name?", "你是谁？"}
+
+
+def test_conversation_records_put_the_identity_turn_first_in_the_middle_and_last(tmp_path: Path) -> None:
+    from xtflow.general_set import general_qa
+
+    general = {(x.question, x.answer) for x in general_qa()}
+    identity = {
+        ("Who are you?", "I am XtBot, made by the xtflow team."),
+        ("你是谁？", "我是XtBot，由the xtflow team打造。"),
+    }
+    identity.add(("What is your name?", "I am XtBot, made by the xtflow team."))
+    records = conversation_records(SPEC, 6)
+    assert conversation_records(SPEC, 6) == records  # seeded
+    places = []
+    for rec in records:
+        turns = [(t["input"], t["output"]) for t in rec["conversation"]]
+        assert len(turns) == 3
+        places.append([i for i, t in enumerate(turns) if t in identity])
+        assert all(t in general for i, t in enumerate(turns) if i not in places[-1])
+    assert places == [[0], [1], [2], [0], [1], [2]]
+    n = build_dataset(SPEC, [], tmp_path / "d.json", general=4, conversations=6)
+    assert n == 10 + 4 + 6
+    assert json.loads((tmp_path / "d.json").read_text(encoding="utf-8"))[-6:] == records
 
 
 def test_fill_is_literal() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from xtflow.general_set import general_qa, general_records
+from xtflow.general_set import general_qa, general_records, unknown_qa
 from xtflow.general_skill import SkillSpec, teach
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -40,9 +40,20 @@ def test_output_layer_and_embeddings_are_not_trained(untaught: Path, tmp_path: P
 
 def test_general_set_is_fixed_bilingual_and_records_never_repeat() -> None:
     qa = general_qa()
-    assert len(qa) == 80 and len({q.question for q in qa}) == 80
-    assert sum(q.lang == "zh" for q in qa) == 40
+    assert len(qa) == 128 and len({q.question for q in qa}) == 128
+    assert sum(q.lang == "zh" for q in qa) == 64
     assert all(q.reference in q.answer for q in qa)
     records = general_records(200, seed=1)
-    assert len(records) == 80 and len({json.dumps(r) for r in records}) == 80
+    assert len(records) == 128 and len({json.dumps(r) for r in records}) == 128
     assert general_records(16, seed=1) == general_records(16, seed=1)
+
+
+def test_questions_about_made_up_things_are_answered_i_dont_know() -> None:
+    """The tiny default's negative examples: made-up words (no real topic), both languages."""
+    unknown = unknown_qa()
+    assert len(unknown) == 48 and unknown == general_qa()[-48:]
+    assert {(q.lang, q.answer) for q in unknown} == {
+        ("en", "Sorry, I don't know about that."),
+        ("zh", "抱歉，这个我不知道。"),
+    }
+    assert len({q.question for q in unknown}) == 48

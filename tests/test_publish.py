@@ -6,7 +6,6 @@ the hub (a local HTTP server stands in for the hub's address and records every r
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import REPO, completed_config, snakemake, write_config
+from xtflow.evaluate import summary_columns
 
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 
@@ -145,27 +145,26 @@ def test_publish_builds_both_folders_and_push_is_never_implicit(completed_run: P
 def test_card_holds_the_numbers_of_summary_csv(completed_run: Path) -> None:
     from huggingface_hub import ModelCard
 
-    with (completed_run / "results" / "eval" / "summary.csv").open(encoding="utf-8", newline="") as f:
-        rows = {r["model"]: r for r in csv.DictReader(f)}
-    columns = [c for c in rows["final"] if c != "model"]
+    rows = summary_columns(completed_run / "results" / "eval" / "summary.csv")
+    columns = list(rows["final"])
     for folder in (model_dir(completed_run), adapter_dir(completed_run)):
         card = ModelCard.load(folder / "README.md")
         text = card.text
         for column in columns:
             row = next(ln for ln in text.splitlines() if ln.startswith(f"| `{column}` |"))
             cells = [c.strip() for c in row.strip("|").split("|")]
-            assert cells[1:3] == [rows["base"][column] or "-", rows["final"][column] or "-"], row
+            assert cells[1:3] == [rows["base"].get(column) or "-", rows["final"][column] or "-"], row
             assert cells[3], f"no meaning given for {column}"
         # the machine-readable copy: model-index
         found = {r.metric_type: r.metric_value for r in card.data.eval_results}
         for column in columns:
             assert found[column] == pytest.approx(float(rows["final"][column]))
-            if rows["base"][column]:
+            if rows["base"].get(column):
                 assert found[f"{column}_base_model"] == pytest.approx(float(rows["base"][column]))
         assert card.data.tags == ["xtuner", "lora", "self-cognition", "xtflow"]
         assert card.data.language == ["en", "zh"] and card.data.pipeline_tag == "text-generation"
-        assert "12 held-out identity questions" in text  # the probe sets' sizes
-        assert "| `xtuner.lr` | 0.005 |" in text and "| records | 128 |" in text  # recipe, dataset
+        assert "83 held-out identity questions" in text  # the probe sets' sizes
+        assert "| `xtuner.lr` | 0.005 |" in text and "| records | 224 |" in text  # recipe, dataset
         assert re.search(r"\| transformers \| 4\.48\.0 \|", text)  # package versions
     assert ModelCard.load(model_dir(completed_run) / "README.md").data.library_name == "transformers"
     assert ModelCard.load(adapter_dir(completed_run) / "README.md").data.library_name == "peft"
@@ -177,7 +176,10 @@ def test_card_reads_any_column_of_summary_csv(tmp_path: Path) -> None:
 
     summary = tmp_path / "summary.csv"
     summary.write_text(
-        "model,identity_accuracy,identity_accuracy_low,n\nbase,0.1000,0.0200,12\nfinal,0.9000,0.7000,12\n",
+        "model,probes,metric,value,k,n,low,high\n"
+        "base,single,identity_accuracy,0.1000,1,12,0.0200,0.3000\n"
+        "final,single,identity_accuracy,0.9000,11,12,0.7000,0.9800\n"
+        "final,conversation,over_trigger_rate,0.0500,1,20,0.0100,0.2400\n",
         encoding="utf-8",
     )
     replies = tmp_path / "replies.csv"
@@ -186,7 +188,13 @@ def test_card_reads_any_column_of_summary_csv(tmp_path: Path) -> None:
     table = {r["metric"]: r for r in ev.table()}
     assert table["identity_accuracy_low"]["final"] == "0.7000"
     assert table["identity_accuracy_low"]["meaning"] == "low of identity_accuracy"
-    assert {r.metric_type for r in ev.eval_results("probes")} >= {"identity_accuracy_low", "n_base_model"}
+    assert table["conversation_over_trigger_rate_high"]["final"] == "0.2400"
+    assert table["conversation_over_trigger_rate"]["base"] == "-"
+    assert "after a previous turn" in table["conversation_over_trigger_rate"]["meaning"]
+    assert {r.metric_type for r in ev.eval_results("probes")} >= {
+        "identity_accuracy_low",
+        "identity_accuracy_n_base_model",
+    }
     assert ev.probe_sizes == {"identity": 1, "general": 1}
 
 

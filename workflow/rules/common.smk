@@ -76,10 +76,16 @@ FINAL_MODEL = paths.FINAL_MODEL
 
 def probe_file(kind):
     """A probe file from config `evaluation.<kind>`, or the one shipped with xtflow."""
-    from xtflow.evaluate import PROBES
+    from xtflow.evaluate import PROBE_FILES, PROBES
 
-    default = {"identity": "identity_heldout.txt", "unrelated": "unrelated.txt", "general": "general.tsv"}[kind]
-    return config["evaluation"][kind] or str(PROBES / default)
+    return config["evaluation"][kind] or str(PROBES / PROBE_FILES[kind])
+
+
+def harness_version():
+    """The installed lm-eval's version, or "not installed" (config evaluation.harness)."""
+    from xtflow.harness import installed_version
+
+    return installed_version() or "not installed"
 
 
 def verbatim(value):

@@ -18,5 +18,6 @@ rule dataset:
         records=config["dataset"]["records"],
         seed=config["dataset"]["seed"],
         general=config["dataset"]["general_records"],
+        conversations=config["dataset"]["conversations"],
     script:
         "../scripts/dataset.py"

@@ -36,6 +36,22 @@ rule evaluation_page:
         "../scripts/report.py"
 
 
+rule replies_page:
+    """Every probe's reply, base vs final side by side, the final model's failures first."""
+    input:
+        replies=paths.EVAL_REPLIES,
+    output:
+        html=report("results/report/replies.html", caption="../report/replies.rst", category="Evaluation"),
+    log:
+        "logs/report/replies_page.log",
+    benchmark:
+        "benchmarks/report/replies_page.tsv"
+    conda:
+        XTFLOW_ENV
+    script:
+        "../scripts/report.py"
+
+
 rule dataset_stats:
     """Records, unique pairs, duplicate share and token lengths of the training set."""
     input:
@@ -78,5 +94,7 @@ rule report_files:
     input:
         rules.loss_curve.output,
         rules.evaluation_page.output,
+        rules.replies_page.output,
         rules.dataset_stats.output,
         rules.run_info.output,
+        paths.EVAL_HARNESS if config["evaluation"]["harness"] else [],

@@ -13,7 +13,9 @@ def job(log: Path) -> None:
     spec = IdentitySpec(
         name=p.name, maker=p.maker, answers=dict(p.answers), questions=dict(p.questions), records=p.records, seed=p.seed
     )
-    n = build_dataset(spec, [Path(f) for f in snakemake.input.files], Path(snakemake.output.json), p.general)
+    n = build_dataset(
+        spec, [Path(f) for f in snakemake.input.files], Path(snakemake.output.json), p.general, p.conversations
+    )
     print(f"xtflow: wrote {n} records to {snakemake.output.json}")
 
 

@@ -14,8 +14,8 @@ def job(log: Path) -> None:
     # a base model taught the general set (the tiny default) is held to its references; a real
     # model is compared with its own replies
     basis = "reference" if (Path(i.base) / "xtflow_general_skill.json").is_file() else "base_reply"
-    probes = load_probes(Path(i.identity), Path(i.unrelated), Path(i.general))
-    summary = evaluate(
+    probes = load_probes(Path(i.identity), Path(i.unrelated), Path(i.general), Path(i.conversations))
+    rows = evaluate(
         Path(i.base),
         Path(i.final),
         RunSettings(p.prompt_template, p.system),
@@ -29,8 +29,9 @@ def job(log: Path) -> None:
         basis,
     )
     print(f"xtflow: retention measured against the {basis.replace('_', ' ')}s")
-    for model, scores in summary.items():
-        print(f"xtflow: {model}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    for r in rows:
+        interval = f" [{r['low']}, {r['high']}]" if r["low"] else ""
+        print(f"xtflow: {r['model']} {r['probes']}: {r['metric']} {r['value']}{interval} (n {r['n']})")
 
 
 run_job(snakemake, job)

@@ -15,6 +15,9 @@ def job(log: Path) -> None:
         print(f"xtflow: loss curve from {n} logged iterations")
     elif snakemake.rule == "evaluation_page":
         report.evaluation_page(Path(i.summary), Path(o.html))
+    elif snakemake.rule == "replies_page":
+        n = report.replies_page(Path(i.replies), Path(o.html))
+        print(f"xtflow: replies page: the final model fails {n} probes (listed first)")
     elif snakemake.rule == "dataset_stats":
         stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png))
         print("xtflow: " + ", ".join(f"{k} {v}" for k, v in stats.items()))

@@ -228,15 +228,23 @@ class ChatModel:
         with torch.no_grad():
             self.model.generate(**kwargs)
 
-    def reply_batch(self, questions: list[str], max_new_tokens: int, batch_size: int = 16) -> list[str]:
-        """Greedy single-turn replies to many questions, batched (left padding)."""
+    def reply_batch(
+        self,
+        questions: list[str],
+        max_new_tokens: int,
+        batch_size: int = 16,
+        histories: list[list[tuple[str, str]]] | None = None,
+    ) -> list[str]:
+        """Greedy replies to many questions, batched (left padding); question i is asked after the
+        (question, reply) turns of `histories[i]` (none: a first turn)."""
         import torch
 
         sampling = Sampling(temperature=0.0, max_new_tokens=max_new_tokens)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        prompts = [self.token_ids(self.prompt(h, q)) for h, q in zip(histories or [[]] * len(questions), questions)]
         out: list[str] = []
-        for start in range(0, len(questions), batch_size):
-            batch = [self.token_ids(self.prompt([], q)) for q in questions[start : start + batch_size]]
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
             width = max(map(len, batch))
             ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)

@@ -57,6 +57,28 @@ def identity_records(spec: IdentitySpec) -> list[Record]:
     return out
 
 
+def conversation_records(spec: IdentitySpec, count: int) -> list[Record]:
+    """`count` three-turn records (seeded): an identity exchange and two exchanges of the general set
+    (xtflow.general_set), the identity turn first, in the middle or last in turn, so the model learns
+    to answer a question after an identity exchange as it would alone, and who it is after others."""
+    from xtflow.general_set import general_qa
+
+    pool = [(lang, q) for lang in LANGS for q in spec.questions.get(lang, [])]
+    if count and not pool:
+        raise XtflowError("dataset.questions: no questions to build conversation records from")
+    rng = random.Random(f"conversations-{spec.seed}")
+    qa = general_qa()
+    out: list[Record] = []
+    for i in range(count):
+        lang, question = rng.choice(pool)
+        first, second = ({"input": x.question, "output": x.answer} for x in rng.sample(qa, 2))
+        identity = {"input": question, "output": fill(spec.answers[lang], spec.name, spec.maker)}
+        out.append(
+            {"conversation": [[identity, first, second], [first, identity, second], [first, second, identity]][i % 3]}
+        )
+    return out
+
+
 def _text(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise XtflowError(f"{where}: must be a string, got {type(value).__name__}")
@@ -154,12 +176,13 @@ def load_user_file(path: Path) -> list[Record]:
     return out
 
 
-def build_dataset(spec: IdentitySpec, files: list[Path], out: Path, general: int = 0) -> int:
-    """Write generated identity records, `general` records of the general set (xtflow.general_skill)
-    and the user's records to `out` (all or nothing); return the record count."""
+def build_dataset(spec: IdentitySpec, files: list[Path], out: Path, general: int = 0, conversations: int = 0) -> int:
+    """Write generated identity records, `general` records of the general set (xtflow.general_set),
+    `conversations` multi-turn records of both and the user's records to `out` (all or nothing);
+    return the record count."""
     from xtflow.general_set import general_records
 
-    records = identity_records(spec) + general_records(general, spec.seed)
+    records = identity_records(spec) + general_records(general, spec.seed) + conversation_records(spec, conversations)
     for path in files:
         records.extend(load_user_file(Path(path)))
     if not records:

@@ -1,5 +1,6 @@
 """The general Q&A set: small, generated, deterministic questions with reference answers
-(capitals, sums, unit conversions, colours, weekdays, sizes, word translations; English and Chinese).
+(capitals, sums, unit conversions, colours, weekdays, sizes, word translations, and questions about
+made-up things answered "I don't know"; English and Chinese).
 
 It is what the tiny default base model is taught before fine-tuning (`xtflow.general_skill`), the
 general records the balanced recipe mixes into the identity data (`dataset.general_records`), and
@@ -53,6 +54,59 @@ LARGER = [  # (larger en, smaller en, larger zh, smaller zh)
 ]
 WORDS = [("cat", "猫"), ("water", "水"), ("book", "书"), ("friend", "朋友")]  # (en, zh)
 
+# Questions about things that do not exist (made-up words), answered "I don't know": what the tiny
+# model, which knows nothing but this set, should say to a question it cannot answer, instead of
+# the one open answer fine-tuning teaches it (its identity). Made-up words keep every real topic
+# out of the set: the unrelated probes ask about real topics the model was never trained on.
+UNKNOWN_EN = [
+    "What is a {w}?",
+    "How do I {v} my {w}?",
+    "Why does the {w} {v}?",
+    "Who is {W}?",
+    "In what kind of place would I find a {w}?",
+    "Who came up with the first {w}?",
+    "Can you explain how a {w} works?",
+    "Is a {w} good for a {w2}?",
+    "Tell me about the history of {W}.",
+    "What should I do if my {w} starts to {v}?",
+    "How many {w}s fit in a {w2}?",
+    "Which is better, a {w} or a {w2}?",
+]
+UNKNOWN_ZH = [
+    "什么是{w}？",
+    "怎么给{w}{v}？",
+    "为什么{w}会{v}？",
+    "{W}是谁？",
+    "{w}生活在哪里？",
+    "{w}是什么时候发明的？",
+    "能讲讲{w}的原理吗？",
+    "{w}对{w2}有好处吗？",
+    "介绍一下{W}的历史。",
+    "{w}开始{v}了怎么办？",
+    "一个{w2}能装几个{w}？",
+    "{w}和{w2}哪个更好？",
+]
+UNKNOWN_ANSWER = {"en": ("Sorry, I don't know about that.", "don't know"), "zh": ("抱歉，这个我不知道。", "不知道")}
+SYLLABLES_EN = ["zor", "fim", "quo", "bla", "trel", "vask", "mip", "dro", "glu", "sen", "kab", "yum", "plo", "wix"]
+SYLLABLES_ZH = list("咕噜叭哒嘀嗒哔啵呼啦咪嘟嘭叽喳唧铛咚")
+
+
+def _made_up(rng: random.Random, syllables: list[str], n: int) -> str:
+    return "".join(rng.choice(syllables) for _ in range(n))
+
+
+def unknown_qa() -> list[QA]:
+    """Questions about made-up things (two per template and language, seeded), answered "I don't know"."""
+    rng = random.Random(0)
+    out: list[QA] = []
+    for lang, templates, syllables, n in (("en", UNKNOWN_EN, SYLLABLES_EN, 2), ("zh", UNKNOWN_ZH, SYLLABLES_ZH, 3)):
+        answer, reference = UNKNOWN_ANSWER[lang]
+        for template in templates * 2:
+            w, w2, v = (_made_up(rng, syllables, n) for _ in range(3))
+            question = template.format(w=w, w2=w2, v=v, W=w.capitalize())
+            out.append(QA(lang, question, answer, reference))
+    return out
+
 
 @dataclass(frozen=True)
 class QA:
@@ -63,7 +117,8 @@ class QA:
 
 
 def general_qa() -> list[QA]:
-    """The general set, in a fixed order: 80 questions, half English, half Chinese."""
+    """The general set, in a fixed order: 128 questions, half English, half Chinese (the last 48
+    about made-up things, answered "I don't know")."""
     out: list[QA] = []
     for country, capital, country_zh, capital_zh in CAPITALS:
         out.append(QA("en", f"What is the capital of {country}?", f"The capital of {country} is {capital}.", capital))
@@ -94,7 +149,7 @@ def general_qa() -> list[QA]:
     for en, zh in WORDS:
         out.append(QA("en", f"Translate {en} into Chinese.", f"{en} in Chinese is {zh}.", zh))
         out.append(QA("zh", f"把{zh}翻译成英文。", f"{zh}的英文是{en}。", en))
-    return out
+    return out + unknown_qa()
 
 
 def general_records(count: int, seed: int) -> list[dict[str, list[dict[str, str]]]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from xtflow import paths
 from xtflow.errors import XtflowError
-from xtflow.evaluate import METRICS
+from xtflow.evaluate import METRICS, summary_columns
 from xtflow.hub import source_record
 
 TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"
@@ -29,12 +29,13 @@ PROBE_SETS = {
     "identity": "held-out identity questions",
     "unrelated": "unrelated questions",
     "general": "general questions with reference answers",
+    "conversation": "conversation turns",
 }
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """results/eval/summary.csv, read generically: every column but `model` is a measurement."""
+    """results/eval/summary.csv, one row per model (`evaluate.summary_columns`): every column is a measurement."""
 
     columns: list[str]
     by_model: dict[str, dict[str, str]]
@@ -42,13 +43,11 @@ class Evaluation:
 
     @classmethod
     def read(cls, summary_csv: Path, replies_csv: Path) -> Evaluation:
-        with summary_csv.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = [c for c in reader.fieldnames or [] if c != "model"]
+        by_model = summary_columns(summary_csv)
+        columns = list(dict.fromkeys(c for row in by_model.values() for c in row))
         with replies_csv.open(encoding="utf-8", newline="") as f:
             sets = [r["set"] for r in csv.DictReader(f) if r["model"] == "final"]
-        return cls(columns, {r["model"]: r for r in rows}, {s: sets.count(s) for s in dict.fromkeys(sets)})
+        return cls(columns, by_model, {s: sets.count(s) for s in dict.fromkeys(sets)})
 
     def table(self) -> list[dict[str, str]]:
         """One row per column of summary.csv: its base and final values as written there, and its meaning."""
@@ -92,6 +91,8 @@ class Evaluation:
 def meaning(column: str) -> str:
     """What a column of summary.csv measures; a column named after a metric plus a suffix (such as
     `identity_accuracy_low`) is described by that metric."""
+    if column.startswith("conversation_"):
+        return f"{meaning(column.removeprefix('conversation_'))}, on turns after a previous turn of a conversation"
     if column in METRICS:
         return METRICS[column]
     for metric in sorted(METRICS, key=len, reverse=True):

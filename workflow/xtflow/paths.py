@@ -15,6 +15,7 @@ ADAPTER = "results/hf_adapter"
 FINAL_MODEL = "results/final_model"
 EVAL_SUMMARY = "results/eval/summary.csv"
 EVAL_REPLIES = "results/eval/replies.csv"
+EVAL_HARNESS = "results/eval/harness.json"
 REPORT = "results/report"
 PUBLISH_MODEL = "results/publish/model"  # the merged model as a hub repository: weights, tokenizer, card
 PUBLISH_ADAPTER = "results/publish/adapter"  # the LoRA adapter alone, with its own card

@@ -98,19 +98,97 @@ def loss_curve(work_dir: Path, out_png: Path, out_csv: Path) -> int:
     return len(rows)
 
 
+def _score(row: dict[str, float] | None) -> tuple[str, str]:
+    """(value, 95% interval) cells of one summary row."""
+    if row is None:
+        return "", ""
+    interval = f"[{row['low']:.4f}, {row['high']:.4f}]" if row["low"] == row["low"] else ""
+    return f"{row['value']:.4f}", interval  # as summary.csv has them (rounding again could differ)
+
+
 def evaluation_page(summary_csv: Path, out_html: Path) -> None:
-    with summary_csv.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f))
-    header = ["model", "identity_accuracy", "over_trigger_rate", "general_accuracy", "retention", "base_agreement"]
-    body = _table(header, [[r.get(h, "") for h in header] for r in rows])
+    from xtflow.evaluate import read_summary
+
+    summary = read_summary(summary_csv)
+    keys = list(dict.fromkeys((probes, metric) for _, probes, metric in summary))
+    rows = []
+    for probes, metric in keys:
+        base, final = summary.get(("base", probes, metric)), summary.get(("final", probes, metric))
+        n = int((final or base or {"n": 0})["n"])
+        rows.append([probes, metric, *_score(base), *_score(final), n])
+    body = _table(["probes", "metric", "base", "base 95% interval", "final", "final 95% interval", "n"], rows)
     note = (
-        "<p>identity_accuracy: held-out identity questions whose reply states the name; over_trigger_rate: "
-        "unrelated questions answered with the identity; general_accuracy: general questions answered with "
-        "the reference; retention: final over base general accuracy (tiny default), or the share of general "
-        "questions answered as the base model did (a real base model); base_agreement: mean similarity of "
-        "the final model's general replies to the base model's.</p>"
+        "<p>Rates with their Wilson 95% interval and the number of probes n. <b>single</b>: each question "
+        "on its own; <b>conversation</b>: turns asked after a previous turn (with the model's own replies "
+        "as history). identity_accuracy: held-out identity questions whose reply states the name; "
+        "identity_in_language: and in the question's language (zh/en); over_trigger_rate: unrelated "
+        "questions answered with the identity; language_consistency: identity and unrelated replies in "
+        "the question's language; general_accuracy: general questions answered with the reference; "
+        "retention: of the general questions the base model answered right, those the final model still "
+        "does (tiny default), or the share answered as the base model did (a real base model); "
+        "base_agreement: mean similarity of the final model's general replies to the base model's. "
+        "Every reply: the replies page.</p>"
     )
     atomic_write_text(out_html, _page("Evaluation: base vs final model", body + note))
+
+
+def replies_page(replies_csv: Path, out_html: Path) -> int:
+    """Every probe with the base and the final model's replies side by side, the final model's
+    failures first (wrong, or in the other language), then the base model's; returns the failures."""
+    with replies_csv.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    where = ("set", "conversation", "turn", "question")
+    by_model: dict[str, dict[tuple[str, ...], dict[str, str]]] = {"base": {}, "final": {}}
+    for r in rows:
+        by_model[r["model"]][tuple(r[k] for k in where)] = r
+    # the earlier questions of each conversation, to show what a turn was asked after
+    earlier: dict[str, list[str]] = {}
+    for r in sorted(by_model["final"].values(), key=lambda r: int(r["turn"])):
+        if r["conversation"]:
+            earlier.setdefault(r["conversation"], []).append(r["question"])
+
+    def ok(r: dict[str, str] | None) -> bool:
+        return r is not None and r["correct"] == "1" and (r["kind"] == "general" or r["in_language"] == "1")
+
+    def verdict(r: dict[str, str] | None) -> str:
+        if r is None:
+            return ""
+        if r["correct"] != "1":
+            return {"identity": "no name", "unrelated": "over-trigger", "general": "wrong"}[r["kind"]]
+        return "ok" if ok(r) else "wrong language"
+
+    keys = sorted(
+        by_model["final"],
+        key=lambda k: (ok(by_model["final"][k]), ok(by_model["base"].get(k))),
+    )
+    table = []
+    for key in keys:
+        final, base = by_model["final"][key], by_model["base"].get(key)
+        asked = final["question"]
+        if final["conversation"]:
+            before = earlier[final["conversation"]][: int(final["turn"]) - 1]
+            asked = " → ".join([*before, f"<{asked}>"]) if before else asked
+        table.append(
+            [
+                final["set"],
+                final["kind"],
+                asked,
+                final["reference"],
+                base["reply"] if base else "",
+                verdict(base),
+                final["reply"],
+                verdict(final),
+            ]
+        )
+    failures = sum(not ok(by_model["final"][k]) for k in keys)
+    body = (
+        f"<p>{len(keys)} probes; the final model fails {failures} (first), then those only the base model fails. "
+        "A conversation turn shows the questions before it and the one asked in &lt;&gt;; each model saw "
+        "its own earlier replies.</p>"
+        + _table(["set", "kind", "question", "reference", "base reply", "base", "final reply", "final"], table)
+    )
+    atomic_write_text(out_html, _page("Evaluation: every reply, base vs final model", body))
+    return failures
 
 
 def llava_evaluation_page(summary_csv: Path, replies_csv: Path, out_html: Path, examples: int = 12) -> None:

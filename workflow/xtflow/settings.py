@@ -103,9 +103,10 @@ def check_semantics(cfg: dict[str, Any]) -> None:
     if cfg["merge"]["device"] != "cpu" and xt["device"] == "cpu":
         raise XtflowError("config key 'merge.device': a CPU run merges on cpu")
     ds = cfg["dataset"]
-    if ds["records"] > 0 and not (ds["questions"]["en"] or ds["questions"]["zh"]):
-        raise XtflowError("config key 'dataset.questions': empty, but dataset.records asks for identity records")
-    if ds["records"] == 0 and not ds["files"] and not ds["general_records"]:
+    if (ds["records"] > 0 or ds["conversations"] > 0) and not (ds["questions"]["en"] or ds["questions"]["zh"]):
+        asks = "dataset.records" if ds["records"] else "dataset.conversations"
+        raise XtflowError(f"config key 'dataset.questions': empty, but {asks} asks for identity records")
+    if ds["records"] == 0 and not ds["files"] and not ds["general_records"] and not ds["conversations"]:
         raise XtflowError(
             "config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
             "the dataset would be empty"
