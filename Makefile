@@ -29,7 +29,7 @@ system-deps:
 
 # The same install steps as the workflow's conda environment (workflow/envs/xtflow.post-deploy.sh),
 # then xtflow itself (editable) for `python -m xtflow.chat` and `python -m xtflow.web`.
-$(STAMP): workflow/envs/requirements.txt workflow/envs/xtflow.post-deploy.sh pyproject.toml
+$(STAMP): workflow/envs/requirements.txt workflow/envs/requirements.in workflow/envs/xtflow.post-deploy.sh pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	PATH="$(CURDIR)/$(BIN):$$PATH" XTFLOW_WORKFLOW="$(CURDIR)/workflow" bash workflow/envs/xtflow.post-deploy.sh
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .

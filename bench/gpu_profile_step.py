@@ -20,7 +20,12 @@ Variants:
   xtflow       bf16-frozen, and peft's cast of every LoRA layer's input to fp32 is off
                (`skip_lora_input_cast`): what xtflow's train stage does.
 Flags: +4bit (QLoRA, nf4 with double quantization, bf16 compute), +gc (activation checkpointing),
-+compile (torch.compile of each decoder layer: one compiled graph the 24 layers share).
++compile (torch.compile of each decoder layer: one compiled graph the 24 layers share), +sdpa / +eager
+(the `attn_implementation` asked of from_pretrained: InternLM2's remote code reads it from there only, and
+runs eager attention without it), +noout (LoRA on every linear layer but the output layer: XTuner's choice
+adapts InternLM2's `output`), +plainrope (InternLM2's dynamic-NTK RoPE runs its plain path in training,
+`xtflow.xtuner_plugins.static_rope_in_training`). Models with remote code (`bench/gpu_train_bench.py
+--model-only`, InternLM2) load with trust_remote_code.
 
 --generate times EvaluateChatHook-style sampling instead: 16 new tokens, KV cache, no autocast,
 for 1 prompt and for 2 prompts in one batch.
@@ -30,13 +35,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))  # this checkout's xtflow
 
 SEQ = 2048
 
 
-def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: bool):  # noqa: ANN201
+def build(  # noqa: ANN201
+    model_dir: Path,
+    keep_bf16: bool,
+    checkpointing: bool,
+    load_in_4bit: bool,
+    attn_implementation: str | None = None,
+    lora_output: bool = True,
+):
     import torch
     import xtuner.model.sft as sft
     from peft import LoraConfig
@@ -64,8 +79,13 @@ def build(model_dir: Path, keep_bf16: bool, checkpointing: bool, load_in_4bit: b
             pretrained_model_name_or_path=str(model_dir),
             torch_dtype=torch.bfloat16,
             quantization_config=quant,
+            trust_remote_code=True,
         )
+        if attn_implementation:
+            llm["attn_implementation"] = attn_implementation
         lora = dict(type=LoraConfig, r=64, lora_alpha=16, lora_dropout=0.1, bias="none", task_type="CAUSAL_LM")
+        if not lora_output:
+            lora["target_modules"] = "all-linear"  # peft's: every linear layer but the output layer
         from mmengine.config import ConfigDict
 
         model = sft.SupervisedFinetune(
@@ -199,7 +219,14 @@ def main() -> None:
         spec, _, batches = spec.partition("@")
         name, *flags = spec.split("+")
         torch.manual_seed(0)  # the same LoRA initialisation in every variant
-        model = build(args.model, name in ("bf16-frozen", "xtflow"), "gc" in flags, "4bit" in flags)
+        attn = "sdpa" if "sdpa" in flags else "eager" if "eager" in flags else None
+        model = build(
+            args.model, name in ("bf16-frozen", "xtflow"), "gc" in flags, "4bit" in flags, attn, "noout" not in flags
+        )
+        if "plainrope" in flags:
+            from xtflow.xtuner_plugins import static_rope_in_training
+
+            static_rope_in_training(model.llm)
         if name == "xtflow":
             from xtflow.xtuner_plugins import skip_lora_input_cast
 

@@ -1,22 +1,44 @@
-"""GPU benchmark of the train stage: the tutorial's stock settings against xtflow's GPU recipes.
+"""GPU benchmark of the train stage: the tutorial's stock settings against xtflow's GPU recipe, in one call.
 
-    python bench/gpu_train_bench.py --out DIR [--tokens 262144] [--variants stock,qlora,lora] [--gpus 1]
-                                     [--deepspeed deepspeed_zero2]
+    python bench/gpu_train_bench.py --out DIR [--arch internlm2|llama] [--tokens 262144]
+                                     [--variants stock,qlora,qlora-noout,lora] [--gpus 1] [--deepspeed NAME]
+    python bench/gpu_train_bench.py --out DIR --model-only          # build the model directory, print its path
+    python bench/gpu_train_bench.py --out DIR --shape tiny          # the same code at a tiny shape, on the CPU
 
-Builds a model of InternLM2-1.8B's shape (Llama architecture: hidden 2048, 24 layers, 16 heads,
-8 KV heads, FFN 8192, vocab 92544; random weights, so speed and memory are honest, quality is not),
-one packed dataset of a fixed number of tokens, and runs the workflow's train stage
-(`xtflow.train.train`, what the `train` rule runs) once per variant, in this process's order,
-on the same GPU(s). Prints, per variant: s/iter, tokens/s (per GPU), peak GPU memory (mmengine's
-max allocated), time spent sampling in EvaluateChatHook, and the wall time of the whole stage
-(dataset processing, model load, training, sampling, checkpoint saving). Writes
-DIR/results.json and each variant's train log.
+Builds a model of InternLM2-1.8B's shape (hidden 2048, 24 layers, 16 heads, 8 key-value heads, FFN 8192,
+vocab 92544; random weights, so speed and memory are honest, quality is not): with `--arch internlm2`
+(the default) InternLM2's own architecture, as internlm2-chat-1_8b's directory holds it (its remote code,
+fused `wqkv`, output layer `output`, RoPE theta 1e6 with dynamic NTK scaling, bf16; built by
+`xtflow.tiny_model.save_internlm2`); with `--arch llama` a Llama of the same shape (the stand-in of earlier
+runs). Then one packed dataset of a fixed number of tokens, and the workflow's train stage
+(`xtflow.train.train`, what the `train` rule runs) once per variant, in this process's order, on the same
+GPU(s):
+
+  stock        the tutorial's `internlm2_1_8b_qlora_alpaca_e3` with the tutorial's edits only, run by
+               XTuner's own classes (SupervisedFinetune, EvaluateChatHook: nothing of xtflow's): fp16 AMP,
+               4-bit, micro-batch 1 x 16, LoRA r 64 on XTuner's layers, its attention choice (eager for
+               InternLM2 without flash-attn), 600-token samples.
+  qlora        xtflow's GPU recipe: config/internlm2_chat_1_8b.yaml as it is (validated as the workflow
+               does), run by xtflow's components (SDPA, plain RoPE in training, compiled layers, ...).
+  qlora-noout  the recipe with `xtuner.lora.target_modules: all-linear` (no LoRA on InternLM2's `output`).
+  lora         the recipe without 4-bit and without activation checkpointing (bf16 LoRA).
+  lora-noout   lora with `all-linear`.
+
+Every variant trains the same dataset with the same tokens per optimizer step (16 samples) and the bench's
+schedule (packed, 1 epoch, warmup 0.25, one checkpoint at the end, the stock prompts); only how the steps are
+computed differs. Prints per variant s/iter (steady state), tokens/s per GPU, peak and steady GPU memory
+(mmengine's max allocated, MB = MiB), sampling time (xtflow's hook) and the whole stage's wall time; one
+`RESULT {json}` line per variant and a `SUMMARY {json}` line at the end (ratios to stock, the issue's
+targets); writes DIR/results.json and each variant's train log. `--shape tiny` runs the same code on the
+CPU at a tiny shape (fp32, no 4-bit, no compile, 256-token samples): a check of the script, not a figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import random
 import re
 import statistics
@@ -27,48 +49,64 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
+# the train tool runs in a subprocess, and the written configs import xtflow's components: this checkout's
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "workflow"), os.environ.get("PYTHONPATH")]))
 
 from xtflow.tiny_model import BOS, EOS, IM_END, PAD, build_tokenizer  # noqa: E402
 from xtflow.train import train  # noqa: E402
 from xtflow.xtuner_config import XtunerSettings, write_config  # noqa: E402
 
 BASE_CONFIG = "internlm2_1_8b_qlora_alpaca_e3"
-MAX_LENGTH = 2048
-SHAPE = dict(
-    hidden_size=2048,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    intermediate_size=8192,
-    vocab_size=92544,
-    max_position_embeddings=4096,
-)
-
+RECIPE = REPO / "config" / "internlm2_chat_1_8b.yaml"
+SHAPES = {
+    # InternLM2-1.8B's (internlm2-chat-1_8b's config.json); max_length: tokens per packed sample
+    "full": dict(
+        hidden_size=2048, num_layers=24, num_heads=16, intermediate_size=8192, vocab_size=92544, max_length=2048
+    ),
+    "tiny": dict(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, vocab_size=1024, max_length=256),
+}
+PARAMS = 1.89e9  # InternLM2-1.8B's parameters (4-bit storage packs two weights per element)
 STOCK_INPUTS = ["请给我介绍五个上海的景点", "Please tell me five scenic spots in Shanghai"]
+TARGET_RATIO, TARGET_PEAK_MB = 5.0, 24 * 1024  # the issue's: recipe >= 5x stock tokens/s, peak <= 24 GB
 
 
-def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
-    """Same tokens per optimizer step (16 x 2048) in every variant; only how they are computed differs."""
+def recipe_settings(data: Path, model: Path) -> XtunerSettings:
+    """config/internlm2_chat_1_8b.yaml over the embedded default, validated as the workflow does."""
+    import yaml
+
+    from xtflow.settings import validate
+    from xtflow.xtuner_config import settings_from_config
+
+    defaults = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
+    recipe = yaml.safe_load(RECIPE.read_text(encoding="utf-8"))
+    merged = {k: {**v, **recipe.get(k, {})} if isinstance(v, dict) else v for k, v in defaults.items()}
+    return settings_from_config(validate(merged)["xtuner"], model_path=model, data_path=data)
+
+
+def variants(data: Path, model: Path, max_length: int, cpu: bool) -> dict[str, XtunerSettings]:
+    """The stock config and the recipe's variants, on the bench's data and schedule."""
     from xtuner.utils import SYSTEM_TEMPLATE
 
+    schedule = dict(
+        max_length=max_length,
+        pack_to_max_length=True,
+        max_epochs=1,
+        warmup_ratio=0.25,
+        save_steps=500,
+        evaluation_freq=500,
+        evaluation_inputs=STOCK_INPUTS,
+        system=SYSTEM_TEMPLATE.alpaca,
+        seed=42,
+    )
     stock = XtunerSettings(
         model_path=str(model),
         data_path=str(data),
         prompt_template="internlm2_chat",
-        max_length=MAX_LENGTH,
-        pack_to_max_length=True,
         batch_size=1,
         accumulative_counts=16,
-        max_epochs=1,
         lr=2e-4,
-        warmup_ratio=0.25,
-        save_steps=500,
         save_total_limit=2,
-        evaluation_freq=500,
-        evaluation_inputs=STOCK_INPUTS,
         evaluation_max_new_tokens=600,
-        system=SYSTEM_TEMPLATE.alpaca,
-        seed=42,
         lora_r=64,
         lora_alpha=16,
         lora_dropout=0.1,
@@ -76,59 +114,81 @@ def variants(data: Path, model: Path) -> dict[str, XtunerSettings]:
         dtype="float16",
         gradient_checkpointing=True,
         device="cuda",
+        plugins=False,
+        **schedule,
     )
-    recipe = dict(
-        batch_size=4,
-        accumulative_counts=4,
-        dtype="bfloat16",
-        evaluation_max_new_tokens=16,
-        evaluation_before_train=False,
-        compile=True,
-    )
-    return {
-        # (a) the tutorial's config as shipped: fp16 AMP, 4-bit, micro-batch 1, 600-token samples
+    qlora = replace(recipe_settings(data, model), **schedule)
+    assert qlora.batch_size * qlora.accumulative_counts == stock.batch_size * stock.accumulative_counts
+    lora = replace(qlora, load_in_4bit=False, gradient_checkpointing=False)
+    found = {
         "stock": stock,
-        # (b) xtflow's GPU recipe (config/internlm2_chat_1_8b.yaml with packing on, its large-dataset setting),
-        # QLoRA: bf16, micro-batch 4 x 2048 tokens, compiled decoder layers, bounded samples at checkpoints only
-        "qlora": replace(stock, **recipe),
-        # (c) the bf16 LoRA variant: no 4-bit, no activation recomputation
-        "lora": replace(stock, **recipe, load_in_4bit=False, gradient_checkpointing=False),
+        "qlora": qlora,
+        "qlora-noout": replace(qlora, lora_target_modules="all-linear"),
+        "lora": lora,
+        "lora-noout": replace(lora, lora_target_modules="all-linear"),
     }
+    if cpu:  # the tiny check: what the CPU can run
+        found = {
+            k: replace(s, device="cpu", dtype="float32", load_in_4bit=False, compile=False) for k, s in found.items()
+        }
+    return found
 
 
-def build_model(out: Path) -> None:
+def build_model(out: Path, arch: str, shape: str, device: str) -> None:
+    """The model directory: random weights (seeded), xtflow's tiny tokenizer, bf16 safetensors."""
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
+    from xtflow.tiny_model import internlm2_config, save_internlm2
+
+    s = SHAPES[shape]
     build_tokenizer(1024, out)
     tok = AutoTokenizer.from_pretrained(out)
     ids = {t: tok.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IM_END)}
-    config = LlamaConfig(
-        **SHAPE,
-        bos_token_id=ids[BOS],
-        eos_token_id=[ids[EOS], ids[IM_END]],
-        pad_token_id=ids[PAD],
-        tie_word_embeddings=False,
-        torch_dtype="bfloat16",
-    )
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters", flush=True)
-    model.save_pretrained(out, safe_serialization=True)
-    del model
-    torch.cuda.empty_cache()
+    generation = GenerationConfig(bos_token_id=ids[BOS], eos_token_id=[ids[EOS], ids[IM_END]], pad_token_id=ids[PAD])
+    if arch == "internlm2":
+        config = internlm2_config(
+            vocab_size=s["vocab_size"],
+            hidden_size=s["hidden_size"],
+            intermediate_size=s["intermediate_size"],
+            num_layers=s["num_layers"],
+            num_heads=s["num_heads"],
+            max_position_embeddings=32768,  # internlm2-chat-1_8b's
+            ids=ids,
+        )
+        save_internlm2(config, generation, 0, out, device=device)
+    else:
+        config = LlamaConfig(
+            hidden_size=s["hidden_size"],
+            num_hidden_layers=s["num_layers"],
+            num_attention_heads=s["num_heads"],
+            num_key_value_heads=s["num_heads"] // 2,
+            intermediate_size=s["intermediate_size"],
+            vocab_size=s["vocab_size"],
+            max_position_embeddings=4096,
+            bos_token_id=ids[BOS],
+            eos_token_id=[ids[EOS], ids[IM_END]],
+            pad_token_id=ids[PAD],
+            tie_word_embeddings=False,
+            torch_dtype="bfloat16",
+        )
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = LlamaForCausalLM(config).to(torch.bfloat16)
+        model.generation_config = generation
+        model.save_pretrained(out, safe_serialization=True)
+    print(f"model: {arch}, {shape} shape, in {out}", flush=True)
 
 
-def build_data(out: Path, tokens: int, tokenizer_dir: Path) -> int:
-    """Records of ~300 tokens, enough to pack into tokens / 2048 samples."""
+def build_data(out: Path, tokens: int, tokenizer_dir: Path, max_length: int) -> int:
+    """Records of ~300 tokens, enough to pack into tokens / max_length samples."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     lines = (REPO / "workflow" / "xtflow" / "data" / "tokenizer_corpus.txt").read_text(encoding="utf-8").splitlines()
     rng = random.Random(0)
     records, total = [], 0
-    while total < tokens + MAX_LENGTH:
+    while total < tokens + max_length:
         q = rng.choice(lines)
         a = " ".join(rng.choice(lines) for _ in range(6))
         records.append({"conversation": [{"input": q, "output": a}]})
@@ -140,54 +200,102 @@ def build_data(out: Path, tokens: int, tokenizer_dir: Path) -> int:
 WINDOW = 10  # mmengine's LogProcessor logs `time` as the mean of the last 10 iterations
 
 
-def parse_log(log: Path, batch: int, gpus: int) -> dict[str, float]:
-    """Steady-state s/iter: the logged window means whose 10 iterations all follow iteration 2
-    (the first iterations hold CUDA start-up); the last logged mean where the run is shorter."""
+def parse_log(log: Path, batch: int, max_length: int) -> dict:
+    """Steady state: the logged window means whose 10 iterations all follow iteration 2 (the first
+    iterations hold CUDA start-up and compiling); the last logged mean where the run is shorter."""
     text = log.read_text(encoding="utf-8", errors="replace")
-    logged = [(int(i), float(t)) for i, t in re.findall(r"Iter\(train\) \[\s*(\d+)/\d+\].*?\btime: ([\d.]+)", text)]
-    mems = [int(m) for m in re.findall(r"Iter\(train\) .*?\bmemory: (\d+)", text)]
+    logged = [
+        (int(i), float(t), int(m) if m else None, float(loss))
+        for i, t, m, loss in re.findall(
+            r"Iter\(train\) \[\s*(\d+)/\d+\].*?\btime: ([\d.]+).*?(?:\bmemory: (\d+).*?)?\bloss: ([\d.]+)", text
+        )
+    ]
     sampling = re.findall(r"EvaluateChatHook sampling took ([\d.]+) s in (\d+) calls", text)
-    steady = [t for i, t in logged if i > WINDOW + 2] or [t for _, t in logged[-1:]]
-    s_iter = statistics.median(steady) if steady else float("nan")
+    steady = [row for row in logged if row[0] > WINDOW + 2] or logged[-1:]
+    s_iter = statistics.median(t for _, t, _, _ in steady) if steady else math.nan
+    mems = [m for _, _, m, _ in logged if m is not None]
+    steady_mems = [m for _, _, m, _ in steady if m is not None]
     return {
         "s_per_iter": s_iter,
         "steady_windows": len(steady),
-        "tokens_per_s_per_gpu": batch * MAX_LENGTH / s_iter if steady else float("nan"),
-        "peak_memory_mb": max(mems) if mems else float("nan"),
-        "sampling_s": float(sampling[-1][0]) if sampling else float("nan"),
+        "tokens_per_s_per_gpu": batch * max_length / s_iter if steady else math.nan,
+        "peak_memory_mb": max(mems) if mems else math.nan,
+        "steady_memory_mb": statistics.median(steady_mems) if steady_mems else math.nan,
+        "losses": {i: loss for i, _, _, loss in logged},
+        "attention": "sdpa (xtflow)" if "xtflow: attn_implementation sdpa" in text else "XTuner's choice",
+        "sampling_s": float(sampling[-1][0]) if sampling else math.nan,
         "sampling_calls": int(sampling[-1][1]) if sampling else 0,
     }
+
+
+def summary(results: dict) -> dict:
+    """Ratios to the stock variant of the same call, and the issue's targets for the recipe (qlora)."""
+    found = results["variants"]
+    stock = found.get("stock", {}).get("tokens_per_s_per_gpu", math.nan)
+    out = {"arch": results["arch"], "shape": results["shape"], "gpu": results["gpu"], "variants": {}}
+    for name, r in found.items():
+        out["variants"][name] = {
+            "tokens_per_s": round(r["tokens_per_s_per_gpu"]),
+            "x_stock": round(r["tokens_per_s_per_gpu"] / stock, 2),
+            "peak_gb": round(r["peak_memory_mb"] / 1024, 1),
+            "steady_gb": round(r["steady_memory_mb"] / 1024, 1),
+            "stage_s": round(r["stage_wall_s"], 1),
+        }
+    if "qlora" in found and "stock" in found:
+        q = out["variants"]["qlora"]
+        out["targets"] = {
+            "recipe_x_stock_ge_5": q["x_stock"] >= TARGET_RATIO,
+            "recipe_peak_le_24gb": found["qlora"]["peak_memory_mb"] <= TARGET_PEAK_MB,
+        }
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--tokens", type=int, default=128 * MAX_LENGTH)
-    p.add_argument("--variants", default="stock,qlora,lora")
+    p.add_argument("--arch", choices=["internlm2", "llama"], default="internlm2")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="full", help="tiny: a CPU check of this script")
+    p.add_argument("--tokens", type=int, default=None, help="default: 128 packed samples")
+    p.add_argument("--variants", default="stock,qlora,qlora-noout,lora")
     p.add_argument("--gpus", type=int, default=1)
     p.add_argument("--deepspeed", default=None)
     p.add_argument("--work", type=Path, default=Path("/tmp/xtflow-bench"))
     p.add_argument("--log-interval", type=int, default=2)
+    p.add_argument("--model-only", action="store_true", help="build the model directory, print its path, stop")
     p.add_argument("--adapter", action="store_true", help="also run the adapter stage (pth_to_hf) after training")
     args = p.parse_args()
 
     import torch
 
+    cpu = args.shape == "tiny"
+    max_length = SHAPES[args.shape]["max_length"]
+    tokens = args.tokens or 128 * max_length
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
-    model, data = args.work / "model", args.work / "train.json"
+    model = args.work / f"model-{args.arch}-{args.shape}"
+    data = args.work / f"train-{max_length}-{tokens}.json"
     if not (model / "config.json").is_file():
-        build_model(model)
+        build_model(model, args.arch, args.shape, "cpu" if cpu else "cuda")
+    if args.model_only:
+        print(model)
+        return
     if not data.is_file():
-        print(f"dataset: {build_data(data, args.tokens, model)} records", flush=True)
-    gpu = torch.cuda.get_device_name(0)
-    peak = 989e12 if "H100" in gpu or "H200" in gpu else float("nan")  # dense bf16 FLOP/s (SXM)
-    params = 1.89e9
-    results = {"gpu": gpu, "gpus": args.gpus, "deepspeed": args.deepspeed, "tokens": args.tokens, "variants": {}}
-    all_variants = variants(data, model)
+        print(f"dataset: {build_data(data, tokens, model, max_length)} records", flush=True)
+    gpu = "cpu" if cpu else torch.cuda.get_device_name(0)
+    peak = 989e12 if "H100" in gpu or "H200" in gpu else math.nan  # dense bf16 FLOP/s (SXM)
+    results = {
+        "gpu": gpu,
+        "arch": args.arch,
+        "shape": args.shape,
+        "gpus": args.gpus,
+        "deepspeed": args.deepspeed,
+        "tokens": tokens,
+        "variants": {},
+    }
+    all_variants = variants(data, model, max_length, cpu)
     for name in args.variants.split(","):
         settings = all_variants[name]
-        run = args.work / f"{name}-{args.gpus}gpu-{args.deepspeed or 'ddp'}"
+        run = args.work / f"{name}-{args.arch}-{args.shape}-{args.gpus}gpu-{args.deepspeed or 'ddp'}"
         run.mkdir(exist_ok=True)
         config, log = run / "config.py", run / "train.log"
         log.write_text("", encoding="utf-8")
@@ -206,7 +314,7 @@ def main() -> None:
             log_interval=args.log_interval,
         )
         wall = time.perf_counter() - start
-        r = parse_log(log, settings.batch_size, args.gpus)
+        r = parse_log(log, settings.batch_size, max_length)
         if args.adapter:
             from xtflow.export import export_adapter
 
@@ -223,18 +331,21 @@ def main() -> None:
             },
         )
         r["sampling_share"] = r["sampling_s"] / wall
-        r["mfu_bf16"] = 4 * params * r["tokens_per_s_per_gpu"] / peak
+        r["mfu_bf16"] = 4 * PARAMS * r["tokens_per_s_per_gpu"] / peak
         results["variants"][name] = r
-        (args.out / f"train-{name}-{args.gpus}gpu.log").write_text(
+        (args.out / f"train-{name}-{args.arch}-{args.gpus}gpu.log").write_text(
             log.read_text(encoding="utf-8", errors="replace"), encoding="utf-8"
         )
         print(
-            f"{name:6s} s/iter {r['s_per_iter']:.3f}  tokens/s/GPU {r['tokens_per_s_per_gpu']:,.0f}  "
-            f"peak {r['peak_memory_mb']:,} MB  sampling {r['sampling_s']:.1f} s ({100 * r['sampling_share']:.1f}%)  "
-            f"stage {wall:.1f} s  MFU {100 * r['mfu_bf16']:.1f}%",
+            f"{name:11s} s/iter {r['s_per_iter']:.3f}  tokens/s/GPU {r['tokens_per_s_per_gpu']:,.0f}  "
+            f"peak {r['peak_memory_mb']:,} MB (steady {r['steady_memory_mb']:,.0f})  {r['attention']}  "
+            f"sampling {r['sampling_s']:.1f} s  stage {wall:.1f} s  MFU {100 * r['mfu_bf16']:.1f}%",
             flush=True,
         )
+        print("RESULT " + json.dumps({"variant": name, **summary(results)["variants"][name]}), flush=True)
+        results["summary"] = summary(results)
         (args.out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    print("SUMMARY " + json.dumps(summary(results)), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,9 @@ from xtflow.train import train  # noqa: E402
 from xtflow.xtuner_config import XtunerSettings, write_config  # noqa: E402
 
 
-def run_stages(tmp: Path, **overrides) -> Path:
+def run_stages(tmp: Path, architecture: str = "llama", **overrides) -> Path:
     model, data = tmp / "base_model", tmp / "train.json"
-    build_tiny_model(TinyModelSpec(1024, 64, 128, 2, 4, 512, 0), model)
+    build_tiny_model(TinyModelSpec(1024, 64, 128, 2, 4, 512, 0, architecture), model)
     build_dataset(
         IdentitySpec(
             "XtBot",
@@ -75,7 +75,7 @@ def run_stages(tmp: Path, **overrides) -> Path:
     handle = tmp / "final_checkpoint.pth"
     train(config, data, model, tmp / "work_dir", handle, log, None, 1, s.warmup_ratio)
     export_adapter(config, handle, tmp / "hf_adapter", False, "2GB", log)
-    merge_adapter(model, tmp / "hf_adapter", tmp / "final_model", "cpu", "2GB", log)
+    merge_adapter(model, tmp / "hf_adapter", tmp / "final_model", "cpu", "2GB")
     return tmp
 
 
@@ -90,6 +90,21 @@ def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
     assert "xtflow: no EvaluateChatHook sample before training" in log
     # samples at the two checkpoints (iterations 32 and 64; none before training, none repeated after), eagerly
     assert "xtflow: EvaluateChatHook sampling took" in log and "in 2 calls" in log, log[-3000:]
+
+
+def test_qlora_on_internlm2_trains_with_sdpa_and_merges_in_bf16(tmp_path: Path) -> None:
+    """The GPU recipe on InternLM2's own architecture (remote code, 4-bit, bf16, compiled): SDPA attention,
+    plain RoPE in training, the merged model in the base model's bfloat16 with its code files."""
+    import json
+
+    out = run_stages(tmp_path, "internlm2", compile=True, evaluation_before_train=False)
+    log = (out / "train.log").read_text(errors="replace")
+    assert "xtflow: attn_implementation sdpa for InternLM2Config" in log
+    assert "xtflow: plain RoPE in training for 2 dynamic-NTK rotary embeddings" in log
+    assert "Iter(train) [60/64]" in log and "xtflow: torch.compile of 2 decoder layers" in log
+    final = out / "final_model"
+    assert json.loads((final / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    assert (final / "modeling_internlm2.py").is_file() and (final / "configuration_internlm2.py").is_file()
 
 
 def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:
@@ -147,7 +162,7 @@ def test_llava_recipe_qlora_through_merge(tmp_path: Path, monkeypatch: pytest.Mo
         )
         assert "Iter(train) [40/40]" in log.read_text(errors="replace")
         export_adapter(config, Path(paths.llava_checkpoint(stage)), Path(paths.llava_export(stage)), False, "2GB", log)
-    merge_llava(llm, encoder, Path(paths.llava_export("finetune")), Path(paths.LLAVA_MERGED), "cpu", "2GB", log)
+    merge_llava(llm, encoder, Path(paths.llava_export("finetune")), Path(paths.LLAVA_MERGED), "cpu", "2GB")
     run = LlavaRun(RunSettings("internlm2_chat", ""), llm, encoder)
     exports = {"finetuned": Path(paths.llava_export("finetune")), "merged": Path(paths.LLAVA_MERGED)}
     scores = evaluate_llava(

@@ -134,6 +134,22 @@ def training_with(**changes: Any) -> Callable[[Path], str]:
     return run
 
 
+def xtuner_config_with(**changes: Any) -> Callable[[Path], str]:
+    """A config the xtuner_config job refuses, once it can see the base model; no config is written."""
+
+    def run(tmp: Path) -> str:
+        config = quick_config()
+        for key, value in changes.items():
+            set_key(config, key.replace("__", "."), value)
+        write_config(tmp, config)
+        written = "results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py"
+        msg = _error_line(snakemake(tmp, written))
+        assert not (tmp / written).exists()
+        return msg
+
+    return run
+
+
 def failing_training(tmp: Path) -> str:
     """XTuner itself fails (unreadable weights): its error is in the train log, the run fails."""
     write_config(tmp, quick_config())
@@ -275,6 +291,18 @@ CASES = [
         "QLoRA asked for on a CPU run",
         "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda",
         dry_run_with(xtuner__load_in_4bit=True),
+    ),
+    Case(
+        "config-internlm2-odd-heads",
+        "a tiny InternLM2 with an odd number of heads (half are key-value heads)",
+        "config key 'base_model.tiny.num_heads': 3, but architecture internlm2 needs an even number",
+        dry_run_with(base_model__tiny__architecture="internlm2", base_model__tiny__num_heads=3),
+    ),
+    Case(
+        "config-unknown-lora-target",
+        "LoRA asked for a layer the base model does not have",
+        "config key 'xtuner.lora.target_modules': 'wqkv' is not a linear layer of the base model",
+        xtuner_config_with(xtuner__lora__target_modules=["wqkv", "q_proj"]),
     ),
     Case(
         "model-missing",

@@ -5,7 +5,9 @@ cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 python3 -m venv "$tmp/venv"
-grep -v '^xtuner' requirements.in | sed 's/#.*//' | grep -v '^\s*$' > "$tmp/in.txt"
+# xtuner and deepspeed are installed without dependency resolution (see requirements.in); deepspeed is
+# not in requirements.txt at all: xtflow.post-deploy.sh builds it from its sdist after the rest.
+grep -v -E '^(xtuner|deepspeed)' requirements.in | sed 's/#.*//' | grep -v '^\s*$' > "$tmp/in.txt"
 "$tmp/venv/bin/pip" install -q -r "$tmp/in.txt"
 "$tmp/venv/bin/pip" install -q --no-deps "$(grep '^xtuner' requirements.in | sed 's/#.*//; s/ //g')"
 {

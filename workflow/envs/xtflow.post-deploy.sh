@@ -8,3 +8,6 @@ set -euo pipefail
 envs="${XTFLOW_WORKFLOW:?set by workflow/Snakefile; or run from make setup}/envs"
 # --no-deps: xtuner 0.2.0 pins bitsandbytes==0.45.0, which no longer imports (requirements.in)
 python -m pip install --quiet --no-deps -r "$envs/requirements.txt"
+# DeepSpeed, pinned in requirements.in: built from its sdist against the torch just installed
+# (--no-build-isolation), without building its ops (they compile on first use on a GPU).
+python -m pip install --quiet --no-deps --no-build-isolation "$(sed -n 's/^\(deepspeed==[^ ]*\).*/\1/p' "$envs/requirements.in")"

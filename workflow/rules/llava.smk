@@ -118,6 +118,7 @@ rule llava_adapter:
 
 
 rule llava_evaluate:
+    """Held-out image accuracy: the projector-only model (after pretraining) vs the fine-tuned one."""
     input:
         llm=LLAVA_LLM,
         visual_encoder=LLAVA_VISUAL_ENCODER,
@@ -133,7 +134,6 @@ rule llava_evaluate:
         "benchmarks/llava/evaluate.tsv"
     conda:
         XTFLOW_ENV
-    """Held-out image accuracy: the projector-only model (after pretraining) vs the fine-tuned one."""
     resources:
         gpu=gpu_resource(LLAVA["device"], 1),
         gpu_model=gpu_model_resource(LLAVA["device"], 1),
@@ -147,7 +147,7 @@ rule llava_evaluate:
 
 
 rule llava_merge:
-    """Merge the fine-tuned adapters into LLM and visual encoder (xtuner merge, merge --is-clip)."""
+    """Merge the fine-tuned adapters into LLM and visual encoder, each in its own dtype (xtflow.export)."""
     input:
         llm=LLAVA_LLM,
         visual_encoder=LLAVA_VISUAL_ENCODER,

@@ -11,13 +11,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 def job(log: Path) -> None:
     i, p = snakemake.input, snakemake.params
     merge_llava(
-        Path(i.llm),
-        Path(i.visual_encoder),
-        Path(i.export),
-        Path(snakemake.output.merged),
-        p.device,
-        p.max_shard_size,
-        log,
+        Path(i.llm), Path(i.visual_encoder), Path(i.export), Path(snakemake.output.merged), p.device, p.max_shard_size
     )
 
 

@@ -11,7 +11,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 def job(log: Path) -> None:
     p = snakemake.params
     i = snakemake.input
-    merge_adapter(Path(i.model), Path(i.adapter), Path(snakemake.output.model), p.device, p.max_shard_size, log)
+    merge_adapter(Path(i.model), Path(i.adapter), Path(snakemake.output.model), p.device, p.max_shard_size)
 
 
 run_job(snakemake, job)

@@ -1,4 +1,5 @@
-"""Provide the base model under resources/: a checked link to a local model directory.
+"""Provide the base model under resources/: a checked link to a local model directory; and what LoRA
+can adapt in a base model (its linear layers).
 
 The tutorial links the downloaded model into the work directory; its classic mistake
 is to point at the parent directory. xtflow checks the directory first and names the
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from xtflow.errors import XtflowError
 from xtflow.fsutil import atomic_dir
@@ -64,3 +66,35 @@ def link_model(src: Path, out: Path) -> None:
     with atomic_dir(out) as tmp:
         for entry in sorted(src.iterdir()):
             (tmp / entry.name).symlink_to(entry)
+
+
+def linear_layer_names(model: Any) -> set[str]:
+    """The last name part of each linear layer of a model (4-bit ones included): what LoRA's
+    `target_modules` names, e.g. {wqkv, wo, w1, w2, w3, output} for InternLM2."""
+    import torch
+
+    return {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def output_layer_name(model: Any) -> str | None:
+    """The last name part of a model's output projection: `lm_head` (Llama), `output` (InternLM2), ..."""
+    head = model.get_output_embeddings()
+    return next((name.rsplit(".", 1)[-1] for name, m in model.named_modules() if m is head), None)
+
+
+def check_lora_targets(targets: list[str], model_dir: Path) -> None:
+    """Refuse layer names the base model does not have (peft would fail at the start of training).
+    The model is built on the meta device from its config: no weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_dir, trust_remote_code=True)
+    with torch.device("meta"):
+        names = linear_layer_names(AutoModelForCausalLM.from_config(config, trust_remote_code=True))
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise XtflowError(
+            f"config key 'xtuner.lora.target_modules': {', '.join(map(repr, missing))} "
+            f"{'is not a linear layer' if len(missing) == 1 else 'are not linear layers'} of the base model "
+            f"{model_dir} (its linear layers: {', '.join(sorted(names))})"
+        )

@@ -102,6 +102,12 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         raise XtflowError("config key 'train.gpus': more than one GPU needs xtuner.device: cuda")
     if cfg["merge"]["device"] != "cpu" and xt["device"] == "cpu":
         raise XtflowError("config key 'merge.device': a CPU run merges on cpu")
+    tiny = cfg["base_model"]["tiny"]
+    if cfg["base_model"]["path"] is None and tiny["architecture"] == "internlm2" and tiny["num_heads"] % 2:
+        raise XtflowError(
+            f"config key 'base_model.tiny.num_heads': {tiny['num_heads']}, but architecture internlm2 needs an even "
+            "number (half of them are key-value heads, as internlm2-chat-1_8b's 16 / 8)"
+        )
     ds = cfg["dataset"]
     if (ds["records"] > 0 or ds["conversations"] > 0) and not (ds["questions"]["en"] or ds["questions"]["zh"]):
         asks = "dataset.records" if ds["records"] else "dataset.conversations"

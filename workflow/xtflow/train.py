@@ -222,6 +222,27 @@ def prepare_work_dir(work_dir: Path, fp: str, plan: TrainPlan, say: Callable[[st
     return None
 
 
+def single_process_rank_env() -> dict[str, str]:
+    """The environment torchrun gives a one-process distributed run (rank 0 of 1, a free local port).
+
+    DeepSpeed on one GPU is one process started without a launcher; without RANK and WORLD_SIZE,
+    `deepspeed.initialize` looks for them through MPI and fails with `No module named 'mpi4py'`.
+    """
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
 def train(
     config: Path,
     data: Path,
@@ -270,6 +291,7 @@ def train(
         args += ["--deepspeed", deepspeed]
     # How the run reports, not what it learns: given here, not in the config file, so it reruns nothing.
     args += ["--cfg-options", f"default_hooks.logger.interval={log_interval}"]
-    run_tool("train", args, log, gpus=gpus, progress=mmengine_iteration)
+    env = single_process_rank_env() if deepspeed and gpus == 1 else None
+    run_tool("train", args, log, gpus=gpus, env=env, progress=mmengine_iteration)
     # (With packing, XTuner shuffles before packing: its sample count can differ by one from the plan's.)
     publish_checkpoint(last_checkpoint(work_dir), handle)

@@ -62,6 +62,12 @@ class XtunerSettings(TrainingSettings):
     lora_alpha: int
     lora_dropout: float
     visualizer: str | None = None  # None: mmengine's local JSON scalars only; "tensorboard": also TensorBoard
+    # None: XTuner's choice (find_all_linear_names); "all-linear": all but the output layer; or layer names
+    lora_target_modules: str | list[str] | None = None
+    # False: XTuner's own SupervisedFinetune and EvaluateChatHook, the tutorial's config with its values
+    # patched in and nothing of xtflow's (the benchmarks' stock baseline; compile and the sampling
+    # settings need xtflow's components)
+    plugins: bool = True
 
 
 def xtuner_package_dir() -> Path:
@@ -160,11 +166,13 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     patch_seed(ed, s.seed)  # the stock configs leave it None
 
     # PART 2: model dtype, 4-bit and LoRA.
-    patch_model(ed, s, "SupervisedFinetune", "FastLoraSupervisedFinetune")
+    patch_model(ed, s, "SupervisedFinetune", "FastLoraSupervisedFinetune", s.plugins)
     lora = ed.dict_path("model", "lora")
     ed.set_keyword(lora, "r", r(s.lora_r), "model.lora")
     ed.set_keyword(lora, "lora_alpha", r(s.lora_alpha), "model.lora")
     ed.set_keyword(lora, "lora_dropout", r(s.lora_dropout), "model.lora")
+    if s.lora_target_modules is not None:
+        ed.add_keyword(lora, "target_modules", r(s.lora_target_modules), "model.lora")
 
     # PART 3: the training data is xtflow's JSON in XTuner's conversation format.
     ds_name, ds = _find_dataset_dict(ed)
@@ -176,7 +184,7 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     patch_optimizer(ed, s.dtype)
 
     # PART 5: bounded, batched sampling during training (xtflow.xtuner_plugins.BatchedEvaluateChatHook).
-    patch_chat_hook(ed, s.evaluation_max_new_tokens, s.evaluation_before_train)
+    patch_chat_hook(ed, s.evaluation_max_new_tokens, s.evaluation_before_train, s.plugins)
 
     # PART 6: experiment tracking through mmengine's visualizer backends (watch a long run live).
     if s.visualizer == "tensorboard":
@@ -187,7 +195,7 @@ def patch_config(source: str, s: XtunerSettings, origin: str = "<config>") -> st
     elif s.visualizer is not None:
         raise XtflowError(f"config key 'xtuner.visualizer': '{s.visualizer}' is not one of null, tensorboard")
 
-    return finish_patch(ed, PLUGIN_IMPORT, s.device)
+    return finish_patch(ed, PLUGIN_IMPORT if s.plugins else None, s.device)
 
 
 # -- the edits every xtflow config gets, text or LLaVA ------------------------------------------------
@@ -218,16 +226,19 @@ def patch_seed(ed: SourceEditor, seed: int) -> None:
     ed.set_keyword(ed.dict_path("randomness"), "seed", repr(seed), "randomness")
 
 
-def patch_model(ed: SourceEditor, s: TrainingSettings, stock: str, ours: str) -> None:
+def patch_model(ed: SourceEditor, s: TrainingSettings, stock: str, ours: str, plugins: bool = True) -> None:
     """`model`: XTuner's class `stock` replaced by xtflow's `ours` (xtflow.xtuner_plugins: its LoRA
-    preparation; `compile_layers`: torch.compile each decoder layer), activation checkpointing, and the
-    LLM's precision."""
+    preparation and attention choice; `compile_layers`: torch.compile each decoder layer) unless
+    `plugins` is False, activation checkpointing, and the LLM's precision."""
     model = ed.dict_path("model")
     model_type = ed.keyword(model, "type", "model").value
     if ed.text(model_type) != stock:
         raise PatchError(f"{ed.origin}: model type is not {stock} (xtflow fine-tunes it with LoRA)")
-    ed.replace(model_type, ours)
-    ed.add_keyword(model, "compile_layers", repr(s.compile), "model")
+    if plugins:
+        ed.replace(model_type, ours)
+        ed.add_keyword(model, "compile_layers", repr(s.compile), "model")
+    elif s.compile or not s.evaluation_before_train:
+        raise XtflowError("xtuner.compile and xtuner.evaluation_before_train: false need xtflow's components")
     ed.add_keyword(model, "use_activation_checkpointing", repr(s.gradient_checkpointing), "model")
     patch_llm_precision(ed, s.dtype, s.load_in_4bit)
 
@@ -276,17 +287,21 @@ def patch_optimizer(ed: SourceEditor, dtype: str) -> None:
         ed.set_keyword(optim, "dtype", repr(dtype), "optim_wrapper")
 
 
-def patch_chat_hook(ed: SourceEditor, max_new_tokens: int, before_train: bool) -> None:
-    """XTuner's EvaluateChatHook -> xtflow's BatchedEvaluateChatHook, bounded (XTuner: 600 tokens)."""
+def patch_chat_hook(ed: SourceEditor, max_new_tokens: int, before_train: bool, plugins: bool = True) -> None:
+    """XTuner's EvaluateChatHook -> xtflow's BatchedEvaluateChatHook (unless `plugins` is False), bounded
+    (XTuner: 600 tokens)."""
     chat_hook = find_hook(ed, "EvaluateChatHook")
-    ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
+    if plugins:
+        ed.replace(ed.keyword(chat_hook, "type", "custom_hooks[EvaluateChatHook]").value, "BatchedEvaluateChatHook")
+        ed.add_keyword(chat_hook, "sample_before_train", repr(before_train), "EvaluateChatHook")
     ed.add_keyword(chat_hook, "max_new_tokens", repr(max_new_tokens), "EvaluateChatHook")
-    ed.add_keyword(chat_hook, "sample_before_train", repr(before_train), "EvaluateChatHook")
 
 
-def finish_patch(ed: SourceEditor, plugin_import: str, device: str) -> str:
-    """Import xtflow's components the config names, add the CPU shim on CPU; the patched text."""
-    ed.insert_after_imports(plugin_import)
+def finish_patch(ed: SourceEditor, plugin_import: str | None, device: str) -> str:
+    """Import xtflow's components the config names (None: it names none), add the CPU shim on CPU; the
+    patched text."""
+    if plugin_import is not None:
+        ed.insert_after_imports(plugin_import)
     if device == "cpu":
         ed.insert_after_imports(CPU_SHIM)
     return ed.result()
@@ -334,6 +349,7 @@ def settings_from_config(xt: dict, model_path: Path, data_path: Path) -> XtunerS
         lora_r=xt["lora"]["r"],
         lora_alpha=xt["lora"]["alpha"],
         lora_dropout=xt["lora"]["dropout"],
+        lora_target_modules=xt["lora"]["target_modules"],
         visualizer=xt["visualizer"],
     )
 

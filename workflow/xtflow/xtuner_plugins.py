@@ -10,8 +10,13 @@ They change how fast a step runs and how sampling is bounded, not what is learne
 - `FastLoraSupervisedFinetune`: XTuner's `SupervisedFinetune` whose LoRA preparation keeps an
   unquantized model's frozen weights in their dtype (`prepare_lora_keeping_dtype`), feeds bf16
   LoRA layers bf16 inputs under autocast (`skip_lora_input_cast`), lists the adapted layers in a
-  fixed order, and with `compile_layers` (config `xtuner.compile`) compiles each decoder layer.
-- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation of its LLM.
+  fixed order (`lora_target_names`, which also resolves config `xtuner.lora.target_modules`), and with
+  `compile_layers` (config `xtuner.compile`) compiles each decoder layer. Where XTuner leaves a model's
+  attention to its default, it asks for torch's SDPA if the model's class supports it
+  (`prepare_attention`: InternLM2, whose remote code otherwise runs eager attention), and InternLM2's
+  dynamic-NTK rotary embedding runs its plain path in training (`static_rope_in_training`).
+- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation of its LLM (not the
+  attention choice nor the rotary embedding change).
 - `LLaVADatasetWithProcesses`: XTuner's `LLaVADataset` with a bound on its text-processing processes.
 - `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
   training too, samples all prompts in one batch, does not sample the same weights twice at the
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import time
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -34,6 +40,8 @@ from xtuner.dataset import LLaVADataset
 from xtuner.engine.hooks import EvaluateChatHook
 from xtuner.model import LLaVAModel, SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
+
+from xtflow.base_model import linear_layer_names, output_layer_name
 
 
 def prepare_lora_keeping_dtype(
@@ -148,11 +156,25 @@ def single_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int] | None:
     return ids
 
 
+def lora_target_names(model: Any, targets: str | Sequence[str] | None) -> list[str]:
+    """The names of the layers LoRA adapts (config `xtuner.lora.target_modules`), sorted: XTuner's list
+    and peft's come from sets, so their order (and adapter_config.json) varied by run.
+
+    None: XTuner's choice (`find_all_linear_names`: every linear layer but one named lm_head or
+    output_layer; InternLM2's is named `output`, so it is adapted); "all-linear": every linear layer
+    but the model's output layer (what peft's "all-linear" means); else the given names.
+    """
+    if targets is None:
+        return sorted(find_all_linear_names(model))
+    if targets == "all-linear":
+        head = output_layer_name(model)
+        return sorted(name for name in linear_layer_names(model) if name != head)
+    return sorted(targets)
+
+
 def add_lora(model: Any, lora: Any) -> Any:
-    """peft's LoRA on every linear layer XTuner would pick, listed in a fixed order: XTuner's list comes
-    from a set, so its order (and adapter_config.json) varied by run."""
-    if lora.target_modules is None:
-        lora.target_modules = sorted(find_all_linear_names(model))
+    """peft's LoRA on the layers `lora_target_names` picks for `lora.target_modules`."""
+    lora.target_modules = lora_target_names(model, lora.target_modules)
     return get_peft_model(model, lora)
 
 
@@ -166,12 +188,79 @@ def prepare_lora_llm(llm: Any, lora: Any, use_activation_checkpointing: bool, co
     return llm
 
 
+def sdpa_supported(model_path: str, llm_config: Any) -> bool:
+    """Whether the class from_pretrained builds for this model (remote code resolved) declares SDPA support."""
+    from transformers import AutoModelForCausalLM
+
+    auto_map = getattr(llm_config, "auto_map", None) or {}
+    if "AutoModelForCausalLM" in auto_map:
+        from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+        cls = get_class_from_dynamic_module(auto_map["AutoModelForCausalLM"], model_path)
+    else:
+        cls = AutoModelForCausalLM._model_mapping.get(type(llm_config))
+    return bool(getattr(cls, "_supports_sdpa", False))
+
+
+def prepare_attention(cfg: Any, llm_config: Any) -> Any:
+    """XTuner's attention choice for the model dict `cfg` (flash_attention_2 where flash-attn is installed,
+    sdpa for the config classes it lists), and torch's SDPA where that leaves the model's default and
+    the model's class supports it.
+
+    XTuner does not list InternLM2Config, and InternLM2's remote code takes its attention class from
+    the `attn_implementation` keyword of from_pretrained only (transformers 4.48 overwrites config.json's
+    value; the code turns None into "eager"), so without this it trains with eager attention: a
+    [batch, heads, T, T] score tensor kept per layer. SDPA computes the same attention (same loss; the
+    gradients agree to rounding) without storing it. An older InternLM2 code without an SDPA class
+    (`_supports_sdpa` unset) keeps eager.
+    """
+    cfg = SupervisedFinetune._prepare_for_flash_attn(cfg, llm_config)
+    if cfg.get("attn_implementation") is None and sdpa_supported(cfg.pretrained_model_name_or_path, llm_config):
+        cfg.attn_implementation = "sdpa"
+        print_log(f"xtflow: attn_implementation sdpa for {type(llm_config).__name__}", "current")
+    return cfg
+
+
+def static_rope_in_training(model: Any) -> int:
+    """Let InternLM2's dynamic-NTK rotary embeddings run their plain path in training; returns how many.
+
+    Each layer's `InternLM2DynamicNTKScalingRotaryEmbedding` asks `torch.max(position_ids) + 1 >
+    max_position_embeddings` in every forward: on a GPU a device-to-host sync per layer (and per
+    recomputation), and under torch.compile a graph break around every layer's rotary embedding. In
+    training, XTuner's position ids count up from 0 in each row (packed or not), so a row no longer than
+    max_position_embeddings never takes the scaled path: for those, the plain rotary embedding is the
+    same computation. Longer rows, and generation (eval mode), keep the dynamic one.
+    """
+    count = 0
+    for module in model.modules():
+        if type(module).__name__ == "InternLM2DynamicNTKScalingRotaryEmbedding":
+            module.forward = types.MethodType(_rope_plain_in_training, module)
+            count += 1
+    return count
+
+
+def _rope_plain_in_training(self: Any, x: Any, position_ids: Any) -> Any:
+    if self.training and position_ids.shape[-1] <= self.max_position_embeddings:
+        return super(type(self), self).forward(x, position_ids)  # InternLM2RotaryEmbedding.forward
+    return type(self).forward(self, x, position_ids)
+
+
 class FastLoraSupervisedFinetune(SupervisedFinetune):
     """XTuner's SupervisedFinetune with xtflow's LoRA preparation (see the module's docstring)."""
 
     def __init__(self, *args: Any, compile_layers: bool = False, **kwargs: Any) -> None:
         self.compile_layers = compile_layers  # read by _prepare_for_lora, which the base __init__ calls
         super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def _prepare_for_flash_attn(cfg: Any, llm_cfg: Any) -> Any:
+        return prepare_attention(cfg, llm_cfg)
+
+    def build_llm_from_cfg(self, llm_cfg: Any, use_varlen_attn: bool, max_position_embeddings: int | None) -> Any:
+        llm = super().build_llm_from_cfg(llm_cfg, use_varlen_attn, max_position_embeddings)
+        if count := static_rope_in_training(llm):
+            print_log(f"xtflow: plain RoPE in training for {count} dynamic-NTK rotary embeddings", "current")
+        return llm
 
     def _prepare_for_lora(self, peft_model: Any = None, use_activation_checkpointing: bool = True) -> None:
         self.llm = prepare_lora_llm(self.llm, self.lora, use_activation_checkpointing, self.compile_layers)

@@ -19,7 +19,7 @@ What xtflow changes in training itself is not here: the written config names tho
 (`xtflow.xtuner_plugins`), so the config trains the same when run by hand.
 
 Usage as a module: `python -m xtflow.xtuner_tools TOOL ARGS...`, where TOOL is a
-key of `TOOLS` (train, pth_to_hf, merge, chat).
+key of `TOOLS` (train, pth_to_hf, chat). (xtflow merges by itself: `xtflow.export.merge_adapter`.)
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from xtflow.progress import ProgressLine, following
 TOOLS: dict[str, str] = {
     "train": "xtuner.tools.train",
     "pth_to_hf": "xtuner.tools.model_converters.pth_to_hf",
-    "merge": "xtuner.tools.model_converters.merge",
     "chat": "xtuner.tools.chat",
 }
 
