@@ -6,8 +6,9 @@ recipe (config/llava_internlm2_chat_1_8b.yaml), in one call, with random weights
     python bench/llava_gpu_bench.py --out DIR --shape tiny --device cpu --iterations 20  # runs on a CPU: a check
 
 Builds the real shapes with random weights (speed and memory are honest, what they say is not): the
-CLIP ViT-L/14-336 vision tower (xtflow.llava_encoder, 303 M parameters, 576 image tokens) and a Llama of
-InternLM2-chat-1.8B's shape (bench/gpu_train_bench.py's, 1.89 B), and the generated shapes drawn at
+CLIP ViT-L/14-336 vision tower (xtflow.llava_encoder, 303 M parameters, 576 image tokens) and
+InternLM2-chat-1.8B's shape (bench/gpu_train_bench.py's, 1.89 B: InternLM2's own architecture, its remote
+code, or with `--arch llama` a Llama of that shape), and the generated shapes drawn at
 336 px, as many as each stage's batch size x --iterations. Per variant it runs both stages of the
 workflow's train stage (`xtflow.train.train`, what rule llava_train runs: the plan check, the written
 config, XTuner's training tool), the finetune stage from that variant's pretrained projector. Prints per
@@ -80,15 +81,12 @@ def variants(llm: Path, encoder: Path, device: str, iterations: int) -> dict[str
     return out
 
 
-def build_models(out: Path, shape: str) -> tuple[Path, Path]:
-    llm, encoder = out / "llm", out / "visual_encoder"
+def build_models(out: Path, shape: str, arch: str, device: str) -> tuple[Path, Path]:
+    """The LLM (bench/gpu_train_bench.py's: InternLM2-chat-1.8B's shape or a tiny one, of `arch`) and the
+    visual encoder (CLIP ViT-L/14-336, or the tiny default's), random weights, built once per --work."""
+    llm, encoder = out / f"llm-{arch}-{shape}", out / f"visual_encoder-{shape}"
     if not (llm / "config.json").is_file():
-        if shape == "real":
-            build_model(llm)  # on the GPU, bf16
-        else:
-            from xtflow.tiny_model import TinyModelSpec, build_tiny_model
-
-            build_tiny_model(TinyModelSpec(1024, 128, 256, 4, 4, 2048, 0), llm)
+        build_model(llm, arch, "full" if shape == "real" else "tiny", device)
     if not (encoder / "config.json").is_file():
         spec = CLIP_L_336 if shape == "real" else TinyClipSpec(32, 8, 32, 64, 2, 2, 0)
         build_tiny_clip(spec, encoder)
@@ -139,6 +137,7 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=20, help="iterations per stage (data = batch size x this)")
     p.add_argument("--variants", default="stock,recipe")
     p.add_argument("--shape", choices=("real", "tiny"), default="real")
+    p.add_argument("--arch", choices=("internlm2", "llama"), default="internlm2", help="the LLM's architecture")
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--work", type=Path, default=Path("/tmp/xtflow-llava-bench"))
     p.add_argument("--log-interval", type=int, default=2)
@@ -147,14 +146,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
-    llm, encoder = build_models(args.work, args.shape)
+    llm, encoder = build_models(args.work, args.shape, args.arch, args.device)
     image_size = 336 if args.shape == "real" else 32
     all_variants = variants(llm, encoder, args.device, args.iterations)
     base = {stage: validate({})["llava"][stage]["base_config"] for stage in paths.LLAVA_STAGES}
     # calls with the same --out add their variants (one variant per call fits a 10-minute device slot)
     previous = args.out / "results.json"
     results: dict = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {"variants": {}}
-    results.update(shape=args.shape, device=args.device, iterations=args.iterations)
+    results.update(shape=args.shape, arch=args.arch, device=args.device, iterations=args.iterations)
     if args.device == "cuda":
         import torch
 

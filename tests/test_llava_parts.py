@@ -291,7 +291,9 @@ def test_llava_model_lists_its_lora_layers_in_a_fixed_order(tiny_models: tuple[P
     from transformers import AutoModelForCausalLM, CLIPVisionModel
 
     from xtflow.xtuner_plugins import FastLoraLLaVAModel
+    from xtflow.xtuner_tools import apply_cpu_shim
 
+    apply_cpu_shim()  # as the written configs do on a CPU
     llm, clip = tiny_models
     model = FastLoraLLaVAModel(
         llm=ConfigDict(type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(llm)),
@@ -307,3 +309,39 @@ def test_llava_model_lists_its_lora_layers_in_a_fixed_order(tiny_models: tuple[P
     assert llm_targets == sorted(llm_targets) and len(llm_targets) == 7  # q k v o gate up down
     assert clip_targets == sorted(clip_targets) and len(clip_targets) == 6  # q k v out_proj fc1 fc2
     assert set(model.state_dict()) == {k for k in model.state_dict() if "lora_" in k or k.startswith("projector.")}
+
+
+def test_llava_model_gives_internlm2_sdpa_and_plain_rope(tmp_path: Path) -> None:
+    """XTuner's LLaVAModel leaves InternLM2 (the tutorial's LLM, remote code) on eager attention and its
+    dynamic-NTK rotary embedding: xtflow's gives it what the text pipeline's model gives it."""
+    from mmengine.config import ConfigDict
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+
+    from xtflow.llava_encoder import TinyClipSpec, build_tiny_clip
+    from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+    from xtflow.xtuner_plugins import FastLoraLLaVAModel
+    from xtflow.xtuner_tools import apply_cpu_shim
+
+    apply_cpu_shim()  # as the written configs do on a CPU
+    build_tiny_model(TinyModelSpec(400, 16, 32, 1, 2, 256, 0, "internlm2"), tmp_path / "llm")
+    build_tiny_clip(TinyClipSpec(32, 8, 16, 32, 1, 2, 0), tmp_path / "clip")
+    model = FastLoraLLaVAModel(
+        llm=ConfigDict(
+            type=AutoModelForCausalLM.from_pretrained,
+            pretrained_model_name_or_path=str(tmp_path / "llm"),
+            trust_remote_code=True,
+        ),
+        visual_encoder=ConfigDict(
+            type=CLIPVisionModel.from_pretrained, pretrained_model_name_or_path=str(tmp_path / "clip")
+        ),
+        freeze_llm=True,
+        freeze_visual_encoder=True,
+        llm_lora=dict(type=LoraConfig, r=4, lora_alpha=8, task_type="CAUSAL_LM"),
+        use_activation_checkpointing=False,
+    )
+    assert {type(layer.attention).__name__ for layer in model.llm.get_base_model().model.layers} == {
+        "InternLM2SdpaAttention"
+    }
+    ropes = [m for m in model.llm.modules() if type(m).__name__ == "InternLM2DynamicNTKScalingRotaryEmbedding"]
+    assert ropes and all(m.forward.__func__.__name__ == "_rope_plain_in_training" for m in ropes)

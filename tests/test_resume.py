@@ -61,3 +61,19 @@ def test_changed_config_never_resumes_old_checkpoints(tmp_path: Path) -> None:
     assert "made with another config, dataset or base model; moved them to" in log
     assert "resumed" not in log and "--resume" not in log
     assert sorted(p.name for p in stale.glob("iter_*.pth")) == before
+
+
+def test_a_copied_work_dir_reads_its_own_newest_checkpoint(tmp_path: Path) -> None:
+    """mmengine records the newest checkpoint by its absolute path: in a copied or moved run directory that
+    is the original's file (resumed from, or published, or missing once the original is gone)."""
+    from xtflow.train import last_checkpoint
+
+    original = tmp_path / "run" / "work_dir"
+    original.mkdir(parents=True)
+    (original / "iter_50.pth").write_bytes(b"weights")
+    (original / "last_checkpoint").write_text(str(original / "iter_50.pth"), encoding="utf-8")
+    copy = tmp_path / "copy" / "work_dir"
+    shutil.copytree(original, copy)
+    assert last_checkpoint(copy) == copy / "iter_50.pth"
+    shutil.rmtree(original)
+    assert last_checkpoint(copy) == copy / "iter_50.pth"

@@ -93,13 +93,12 @@ def check_plan(plan: TrainPlan, warmup_ratio: float, section: str = "xtuner") ->
 
 
 def last_checkpoint(work_dir: Path) -> Path:
-    """The checkpoint mmengine recorded as newest in `work_dir/last_checkpoint`."""
+    """The checkpoint mmengine recorded as newest in `work_dir/last_checkpoint`, in `work_dir` itself:
+    mmengine records its absolute path, which in a copied or moved run directory is the original's."""
     marker = work_dir / "last_checkpoint"
     if not marker.is_file():
         raise XtflowError(f"{work_dir}: training finished without a checkpoint (no last_checkpoint file)")
-    ckpt = Path(marker.read_text(encoding="utf-8").strip())
-    if not ckpt.is_absolute():
-        ckpt = work_dir / ckpt.name
+    ckpt = work_dir / Path(marker.read_text(encoding="utf-8").strip()).name
     if not ckpt.exists():
         raise XtflowError(f"{marker}: names {ckpt}, which does not exist")
     return ckpt

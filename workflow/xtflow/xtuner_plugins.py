@@ -15,8 +15,8 @@ They change how fast a step runs and how sampling is bounded, not what is learne
   attention to its default, it asks for torch's SDPA if the model's class supports it
   (`prepare_attention`: InternLM2, whose remote code otherwise runs eager attention), and InternLM2's
   dynamic-NTK rotary embedding runs its plain path in training (`static_rope_in_training`).
-- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation of its LLM (not the
-  attention choice nor the rotary embedding change).
+- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation, attention choice and
+  rotary embedding change for its LLM.
 - `LLaVADatasetWithProcesses`: XTuner's `LLaVADataset` with a bound on its text-processing processes.
 - `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
   training too, samples all prompts in one batch, does not sample the same weights twice at the
@@ -214,7 +214,12 @@ def prepare_attention(cfg: Any, llm_config: Any) -> Any:
     gradients agree to rounding) without storing it. An older InternLM2 code without an SDPA class
     (`_supports_sdpa` unset) keeps eager.
     """
-    cfg = SupervisedFinetune._prepare_for_flash_attn(cfg, llm_config)
+    return prefer_sdpa(SupervisedFinetune._prepare_for_flash_attn(cfg, llm_config), llm_config)
+
+
+def prefer_sdpa(cfg: Any, llm_config: Any) -> Any:
+    """torch's SDPA for the model dict `cfg` where XTuner's choice left the model's default and the model's
+    class supports it (`prepare_attention`)."""
     if cfg.get("attn_implementation") is None and sdpa_supported(cfg.pretrained_model_name_or_path, llm_config):
         cfg.attn_implementation = "sdpa"
         print_log(f"xtflow: attn_implementation sdpa for {type(llm_config).__name__}", "current")
@@ -269,12 +274,19 @@ class FastLoraSupervisedFinetune(SupervisedFinetune):
 
 
 class FastLoraLLaVAModel(LLaVAModel):
-    """XTuner's LLaVAModel with xtflow's LoRA preparation of the LLM (as FastLoraSupervisedFinetune's)
-    and LoRA layers of the visual encoder listed in a fixed order."""
+    """XTuner's LLaVAModel with xtflow's LoRA preparation, attention choice and rotary embeddings for the
+    LLM (as FastLoraSupervisedFinetune's) and LoRA layers of the visual encoder listed in a fixed order."""
 
     def __init__(self, *args: Any, compile_layers: bool = False, **kwargs: Any) -> None:
         self.compile_layers = compile_layers  # read by _prepare_llm_for_lora, which the base __init__ calls
         super().__init__(*args, **kwargs)
+        if count := static_rope_in_training(self.llm):
+            print_log(f"xtflow: plain RoPE in training for {count} dynamic-NTK rotary embeddings", "current")
+
+    @staticmethod
+    def _prepare_for_flash_attn(cfg: Any, llm_cfg: Any) -> tuple[Any, Any]:
+        cfg, llm_cfg = LLaVAModel._prepare_for_flash_attn(cfg, llm_cfg)
+        return prefer_sdpa(cfg, llm_cfg), llm_cfg
 
     def _prepare_llm_for_lora(self, lora_config: Any, use_activation_checkpointing: bool = True) -> None:
         lora = self._parse_lora_config(lora_config)
