@@ -5,6 +5,7 @@ They call the stage functions the rules call (no Snakemake needed on the GPU mac
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,9 +115,12 @@ def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:
     assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log
 
 
-def test_llava_recipe_qlora_through_merge(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("architecture", ["llama", "internlm2"])
+def test_llava_recipe_qlora_through_merge(architecture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The LLaVA recipe's settings (config/llava_internlm2_chat_1_8b.yaml: 4-bit LLM, bf16, activation
-    checkpointing, LoRA r 512 / 64) on the tiny models: both trainings, the exports, the merge, replies."""
+    checkpointing, LoRA r 512 / 64) on the tiny models (the LLM a Llama, or InternLM2's own architecture,
+    the tutorial's: SDPA, plain RoPE in training, bf16 merge with its code): both trainings, the exports,
+    the merge, replies."""
     import yaml
 
     from conftest import REPO
@@ -132,7 +136,7 @@ def test_llava_recipe_qlora_through_merge(tmp_path: Path, monkeypatch: pytest.Mo
 
     monkeypatch.chdir(tmp_path)  # the written configs' paths are the run directory's
     llm, encoder = tmp_path / "llm", tmp_path / "visual_encoder"
-    build_tiny_model(TinyModelSpec(1024, 128, 256, 4, 4, 2048, 0), llm)
+    build_tiny_model(TinyModelSpec(1024, 128, 256, 4, 4, 2048, 0, architecture), llm)
     build_tiny_clip(TinyClipSpec(32, 8, 32, 64, 2, 2, 0), encoder)
     overlay = yaml.safe_load((REPO / "config" / "llava_internlm2_chat_1_8b.yaml").read_text(encoding="utf-8"))
     llava = validate(overlay)["llava"]
@@ -162,7 +166,13 @@ def test_llava_recipe_qlora_through_merge(tmp_path: Path, monkeypatch: pytest.Mo
         )
         assert "Iter(train) [40/40]" in log.read_text(errors="replace")
         export_adapter(config, Path(paths.llava_checkpoint(stage)), Path(paths.llava_export(stage)), False, "2GB", log)
+    if architecture == "internlm2":
+        text = log.read_text(errors="replace")
+        assert "xtflow: attn_implementation sdpa for InternLM2Config" in text
+        assert "xtflow: plain RoPE in training for 4 dynamic-NTK rotary embeddings" in text
     merge_llava(llm, encoder, Path(paths.llava_export("finetune")), Path(paths.LLAVA_MERGED), "cpu", "2GB")
+    merged = json.loads((Path(paths.LLAVA_MERGED) / "llm" / "config.json").read_text(encoding="utf-8"))
+    assert merged["torch_dtype"] == json.loads((llm / "config.json").read_text(encoding="utf-8"))["torch_dtype"]
     run = LlavaRun(RunSettings("internlm2_chat", ""), llm, encoder)
     exports = {"finetuned": Path(paths.llava_export("finetune")), "merged": Path(paths.LLAVA_MERGED)}
     scores = evaluate_llava(

@@ -11,7 +11,7 @@ import pytest
 
 from xtflow.errors import XtflowError
 from xtflow.llava_dataset import check_record, write_split
-from xtflow.llava_evaluate import is_right
+from xtflow.llava_evaluate import is_right, summary_row
 from xtflow.settings import validate
 
 GENERATED = {"pretrain": 12, "finetune": 12, "test": 6, "image_size": 32, "seed": 0}
@@ -124,6 +124,20 @@ def test_is_right_wants_the_reference_as_whole_words() -> None:
     assert is_right("Red.", "Red.") and is_right("It is red, I think", "Red.")
     assert not is_right("Ready.", "Red.") and not is_right("", "Red.") and not is_right("Blue.", "Red.")
     assert is_right("A red square.", "a red square") and not is_right("A red circle.", "A red square.")
+
+
+def test_accuracy_comes_with_its_wilson_interval() -> None:
+    """As the text pipeline's rates: 117 of 120 right is 0.975, [0.9291, 0.9915] (the Wilson 95% interval:
+    (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.96)."""
+    assert summary_row("finetuned", [True] * 117 + [False] * 3, 1 / 6) == {
+        "model": "finetuned",
+        "images": "120",
+        "right": "117",
+        "accuracy": "0.9750",
+        "low": "0.9291",
+        "high": "0.9915",
+        "baseline": "0.1667",
+    }
 
 
 def stage_config(tmp_path: Path, stage: str, **changes: object) -> object:
@@ -345,3 +359,26 @@ def test_llava_model_gives_internlm2_sdpa_and_plain_rope(tmp_path: Path) -> None
     }
     ropes = [m for m in model.llm.modules() if type(m).__name__ == "InternLM2DynamicNTKScalingRotaryEmbedding"]
     assert ropes and all(m.forward.__func__.__name__ == "_rope_plain_in_training" for m in ropes)
+
+
+def test_internlm2_generates_from_embeddings_as_from_token_ids(tmp_path: Path) -> None:
+    """LLaVA prompts reach the LLM as embeddings; InternLM2's code (transformers 4.48) then took the empty
+    token ids in the first step and failed. Greedy replies from a prompt's embeddings equal those from its
+    ids, plain and LoRA-wrapped (as XTuner's sampling hook and xtflow's LLaVA chat call it)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from xtflow.remote_code import generate_from_embeddings
+    from xtflow.tiny_model import TinyModelSpec, build_tiny_model
+
+    build_tiny_model(TinyModelSpec(400, 16, 32, 1, 2, 256, 0, "internlm2"), tmp_path / "llm")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "llm", trust_remote_code=True).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
+    greedy = dict(max_new_tokens=6, do_sample=False, attention_mask=torch.ones_like(ids))
+    for wrapped in (model, get_peft_model(model, LoraConfig(r=2, target_modules=["wqkv"]))):
+        assert generate_from_embeddings(wrapped)
+        with torch.no_grad():
+            from_ids = wrapped.generate(input_ids=ids, **greedy)[0, ids.shape[1] :]
+            from_embeddings = wrapped.generate(inputs_embeds=model.get_input_embeddings()(ids), **greedy)[0]
+        assert from_embeddings.tolist() == from_ids.tolist()

@@ -3,8 +3,9 @@ fine-tuned one, on the test split (images never trained on).
 
 Each test record's first human turn is asked about its image (greedy, bounded replies); a reply is right
 when it contains the record's first answer as whole words, case and punctuation aside ("Red." is right
-in "The colour is red"). Beside each accuracy, the baseline: the share of the most common answer, what
-always giving it scores (1/6 on the generated set, whose six colours are balanced: chance).
+in "The colour is red"). Each accuracy comes with its Wilson 95% interval (as the text pipeline's rates)
+and the baseline: the share of the most common answer, what always giving it scores (1/6 on the
+generated set, whose six colours are balanced: chance).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from xtflow.evaluate import csv_text
+from xtflow.evaluate import csv_text, wilson
 from xtflow.fsutil import atomic_write_text
 from xtflow.llava_dataset import IMAGE_TOKEN, IMAGES, RECORDS
 from xtflow.llava_model import LlavaChatModel, LlavaRun, load_image
 
-SUMMARY_FIELDS = ["model", "images", "accuracy", "baseline"]
+SUMMARY_FIELDS = ["model", "images", "right", "accuracy", "low", "high", "baseline"]
 
 
 def words(text: str) -> list[str]:
@@ -45,6 +46,20 @@ def test_items(split: Path) -> list[tuple[str, str, str]]:
     return items
 
 
+def summary_row(label: str, right: list[bool], baseline: float) -> dict[str, str]:
+    """summary.csv's row of one model: images, right answers, accuracy with its Wilson 95% interval, baseline."""
+    low, high = wilson(sum(right), len(right))
+    return {
+        "model": label,
+        "images": str(len(right)),
+        "right": str(sum(right)),
+        "accuracy": f"{sum(right) / len(right):.4f}",
+        "low": f"{low:.4f}",
+        "high": f"{high:.4f}",
+        "baseline": f"{baseline:.4f}",
+    }
+
+
 def evaluate_llava(
     exports: dict[str, Path],
     run: LlavaRun,
@@ -54,35 +69,21 @@ def evaluate_llava(
     out_replies: Path,
     device: str = "cpu",
 ) -> dict[str, dict[str, float]]:
-    """Score each export (label -> directory) on the test split; write summary and every reply as CSV."""
+    """Score each export (label -> directory) on the test split; write summary and every reply as CSV;
+    return the summary's figures by label."""
     items = test_items(test_split)
     images = [load_image(test_split / IMAGES / name) for name, _, _ in items]
     baseline = Counter(" ".join(words(ref)) for _, _, ref in items).most_common(1)[0][1] / len(items)
-    summary: dict[str, dict[str, float]] = {}
-    rows = []
+    summary, rows = [], []
     for label, export in exports.items():
         model = LlavaChatModel.from_export(export, run, device)
         replies = model.answer_images([(q, img) for (_, q, _), img in zip(items, images)], max_new_tokens)
         right = [is_right(reply, ref) for reply, (_, _, ref) in zip(replies, items)]
-        summary[label] = {"images": len(items), "accuracy": sum(right) / len(items), "baseline": baseline}
+        summary.append(summary_row(label, right, baseline))
         rows += [
             {"model": label, "image": name, "question": q, "reference": ref, "reply": reply, "right": int(ok)}
             for (name, q, ref), reply, ok in zip(items, replies, right)
         ]
-    atomic_write_text(
-        out_summary,
-        csv_text(
-            [
-                {
-                    "model": m,
-                    "images": s["images"],
-                    "accuracy": f"{s['accuracy']:.4f}",
-                    "baseline": f"{s['baseline']:.4f}",
-                }
-                for m, s in summary.items()
-            ],
-            SUMMARY_FIELDS,
-        ),
-    )
+    atomic_write_text(out_summary, csv_text(summary, SUMMARY_FIELDS))
     atomic_write_text(out_replies, csv_text(rows, ["model", "image", "question", "reference", "reply", "right"]))
-    return summary
+    return {r["model"]: {k: float(v) for k, v in r.items() if k != "model"} for r in summary}

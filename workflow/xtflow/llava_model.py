@@ -106,6 +106,10 @@ class LlavaChatModel(ChatModel):
         import xtuner.model  # noqa: F401 (registers the projector's model type with transformers)
         from transformers import AutoModel, CLIPImageProcessor, CLIPVisionModel
 
+        from xtflow.remote_code import generate_from_embeddings
+
+        generate_from_embeddings(self.model)  # the image's features reach the LLM as embeddings
+
         dtype = next(self.model.parameters()).dtype
         encoder = CLIPVisionModel.from_pretrained(self.visual_encoder_dir, torch_dtype=dtype)
         adapter = self.export_dir / "visual_encoder_adapter"

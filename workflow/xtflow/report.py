@@ -197,11 +197,17 @@ def llava_evaluation_page(summary_csv: Path, replies_csv: Path, out_html: Path, 
         summary = list(csv.DictReader(f))
     with replies_csv.open(encoding="utf-8", newline="") as f:
         replies = list(csv.DictReader(f))
-    header = ["model", "images", "accuracy", "baseline"]
     shown = [r for m in summary for r in [x for x in replies if x["model"] == m["model"]][:examples]]
     body = (
-        _table(header, [[r[h] for h in header] for r in summary])
-        + "<p>accuracy: held-out test images whose reply holds the reference answer (greedy); baseline: the share "
+        _table(
+            ["model", "images", "right", "accuracy [95% interval]", "baseline"],
+            [
+                [r["model"], r["images"], r["right"], f"{r['accuracy']} [{r['low']}, {r['high']}]", r["baseline"]]
+                for r in summary
+            ],
+        )
+        + "<p>accuracy: held-out test images whose reply holds the reference answer (greedy), with its Wilson "
+        "95% interval; baseline: the share "
         "of the most common answer, what always giving it scores (chance, on the generated set). projector_only: "
         "after pretraining (LLM and visual encoder as given, the projector trained); finetuned: after LoRA "
         "fine-tuning of LLM and visual encoder.</p><h3>Replies</h3>"

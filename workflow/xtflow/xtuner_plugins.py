@@ -16,7 +16,7 @@ They change how fast a step runs and how sampling is bounded, not what is learne
   (`prepare_attention`: InternLM2, whose remote code otherwise runs eager attention), and InternLM2's
   dynamic-NTK rotary embedding runs its plain path in training (`static_rope_in_training`).
 - `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation, attention choice and
-  rotary embedding change for its LLM.
+  rotary embedding change for its LLM, which can generate from embeddings (`xtflow.remote_code`).
 - `LLaVADatasetWithProcesses`: XTuner's `LLaVADataset` with a bound on its text-processing processes.
 - `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
   training too, samples all prompts in one batch, does not sample the same weights twice at the
@@ -42,6 +42,7 @@ from xtuner.model import LLaVAModel, SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
 
 from xtflow.base_model import linear_layer_names, output_layer_name
+from xtflow.remote_code import generate_from_embeddings
 
 
 def prepare_lora_keeping_dtype(
@@ -282,6 +283,7 @@ class FastLoraLLaVAModel(LLaVAModel):
         super().__init__(*args, **kwargs)
         if count := static_rope_in_training(self.llm):
             print_log(f"xtflow: plain RoPE in training for {count} dynamic-NTK rotary embeddings", "current")
+        generate_from_embeddings(self.llm)  # EvaluateChatHook samples from the image's embeddings
 
     @staticmethod
     def _prepare_for_flash_attn(cfg: Any, llm_cfg: Any) -> tuple[Any, Any]:
