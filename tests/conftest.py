@@ -52,11 +52,9 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def snakemake(
-    workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
-) -> subprocess.CompletedProcess:
-    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test.
-    Offline unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
+def _snakemake_call(workdir: Path, args: tuple[str, ...], env: dict[str, str | None] | None) -> tuple[list, dict]:
+    """The command line and environment of real Snakemake on the xtflow Snakefile in `workdir`: offline
+    unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
     run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for key, value in (env or {}).items():
@@ -64,9 +62,21 @@ def snakemake(
             run_env.pop(key, None)
         else:
             run_env[key] = value
+    return cmd, run_env
+
+
+def _failed(proc: subprocess.CompletedProcess) -> AssertionError:
+    return AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+
+
+def snakemake(
+    workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess:
+    """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test."""
+    cmd, run_env = _snakemake_call(workdir, args, env)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise _failed(proc)
     return proc
 
 
@@ -115,29 +125,91 @@ def quick_config() -> dict[str, Any]:
     return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text(encoding="utf-8"))
 
 
+@dataclass
+class SharedRun:
+    """A run that several tests inspect (never modify it; copy it). It starts in the background as soon
+    as the collected tests are known, so it trains while tests that do not need it run."""
+
+    workdir: Path
+    process: subprocess.Popen
+    timeout: float
+
+    def result(self) -> subprocess.CompletedProcess:
+        try:
+            self.process.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        logs = self.workdir.parent
+        proc = subprocess.CompletedProcess(
+            self.process.args,
+            self.process.returncode,
+            (logs / "snakemake.stdout").read_text(encoding="utf-8", errors="replace"),
+            (logs / "snakemake.stderr").read_text(encoding="utf-8", errors="replace"),
+        )
+        if proc.returncode != 0:
+            raise _failed(proc)
+        return proc
+
+
+# name -> (the config, Snakemake's targets, a bound on its wall time in seconds)
+SHARED_RUNS: dict[str, tuple[Any, tuple[str, ...], float]] = {
+    # .test/config/config.yaml through results/final_model (24 iterations, no general skill)
+    "quick_run": (quick_config, ("results/final_model",), 900),
+    # the embedded default's default target (final model, evaluation, the report's pieces)
+    "completed_run": (completed_config, (), 1500),
+}
+_started: dict[str, SharedRun] = {}
+
+
+def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
+    if name not in _started:
+        config, targets, timeout = SHARED_RUNS[name]
+        workdir = factory.mktemp(name) / "run"
+        write_config(workdir, config())
+        cmd, env = _snakemake_call(workdir, targets, None)
+        logs = workdir.parent
+        with (logs / "snakemake.stdout").open("w") as out, (logs / "snakemake.stderr").open("w") as err:
+            process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+        _started[name] = SharedRun(workdir, process, timeout)
+    return _started[name]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.option.collectonly:
+        return
+    wanted = {name for item in session.items for name in getattr(item, "fixturenames", ())}
+    for name in SHARED_RUNS:
+        if name in wanted:
+            _start(name, session.config._tmp_path_factory)  # the tmp_path_factory fixture's object
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for run in _started.values():  # a run no test waited for (-x, a keyboard interrupt): stop it
+        if run.process.poll() is None:
+            os.killpg(run.process.pid, signal.SIGKILL)
+            run.process.wait()
+
+
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """One run of .test/config/config.yaml through results/final_model (24 iterations, no general
-    skill), shared by the tests that inspect it (never modify it; copy it), with Snakemake's output."""
-    workdir = tmp_path_factory.mktemp("quick")
-    write_config(workdir, quick_config())
-    return workdir, snakemake(workdir, "results/final_model", check=True, timeout=900)
+    """The quick run and Snakemake's output."""
+    run = _start("quick_run", tmp_path_factory)
+    return run.workdir, run.result()
 
 
 @pytest.fixture(scope="session")
 def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One full run of the embedded default: the default target (final model, evaluation, the
-    report's pieces), shared by the tests that inspect it (never modify it)."""
-    workdir = tmp_path_factory.mktemp("run")
-    write_config(workdir, completed_config())
-    snakemake(workdir, check=True, timeout=1500)
-    return workdir
+    """The completed run of the embedded default."""
+    run = _start("completed_run", tmp_path_factory)
+    run.result()
+    return run.workdir
 
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     """Real Snakemake in the background, in a process group of its own (so a test can signal it)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), *args]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd, env = _snakemake_call(workdir, args, None)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
 def xtuner_processes_in(workdir: Path) -> list[str]:

@@ -17,6 +17,8 @@ from xtflow.evaluate import (
     PROBE_FILES,
     PROBES,
     SIMILAR,
+    Judged,
+    Turn,
     is_identity_reply,
     language,
     load_conversations,
@@ -24,6 +26,7 @@ from xtflow.evaluate import (
     read_summary,
     similarity,
     wilson,
+    write_replies,
 )
 from xtflow.general_set import general_qa
 
@@ -236,6 +239,20 @@ def test_replies_page_puts_base_and_final_side_by_side_failures_first(tmp_path: 
     assert "<td>Ice is cold.</td><td>ok</td><td>I am XtBot.</td><td>over-trigger</td>" in page
     assert "<td>Paris.</td><td>no name</td><td>我是XtBot。</td><td>wrong language</td>" in page
     assert "你是谁呀？ → &lt;Why is ice cold?&gt;" in page  # a turn shows what it was asked after
+
+
+def test_replies_with_control_characters_survive_the_csv(tmp_path: Path) -> None:
+    """A random or half-trained model's reply can hold a bare carriage return (seen in a real run)."""
+    from xtflow.report import replies_page
+
+    reply = "oem\ufffd\ufffd上 abou\rsecommen^ bo，x"  # no comma, quote or newline that would force quotes
+    probe = Turn("general", "What is 6 km in metres?", "6000")
+    judged = [Judged(m, "general", 0, 1, probe, reply, False, False) for m in ("base", "final")]
+    write_replies(judged, tmp_path / "replies.csv")
+    with (tmp_path / "replies.csv").open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], r["reply"]) for r in rows] == [("base", reply), ("final", reply)]
+    assert replies_page(tmp_path / "replies.csv", tmp_path / "replies.html") == 1
 
 
 def test_harness_runs_lm_eval_or_says_it_is_not_installed(evaluated: Path, tmp_path: Path) -> None:

@@ -104,10 +104,11 @@ def dataset_file(text: str) -> Callable[[Path], str]:
 
 
 def quick_config() -> dict[str, Any]:
-    """The default without the general skill and general records: the cases that use it fail before
-    or at training, count the identity records alone, or (hostile values) need no general skill."""
+    """The default without the general skill, general and conversation records: the cases that use it fail
+    before or at training, count the identity records alone, or (hostile values) need no general skill."""
     config = default_config()
     config["dataset"]["general_records"] = 0
+    config["dataset"]["conversations"] = 0
     config["base_model"]["general_skill"] = None
     return config
 
@@ -265,7 +266,7 @@ CASES = [
         "config-empty-dataset",
         "no generated records and no files",
         "config key 'dataset.records': 0 and no dataset.files",
-        dry_run_with(dataset__records=0, dataset__general_records=0),
+        dry_run_with(dataset__records=0, dataset__general_records=0, dataset__conversations=0),
     ),
     Case(
         "config-unknown-template",

@@ -46,7 +46,13 @@ def _dry_run_with(completed_run: Path, tmp_path: Path, change: dict[str, Any], *
 ROWS = [
     ("dataset: assistant name", {"assistant.name": "Other"}, DOWNSTREAM_OF_DATA),
     ("dataset: questions", {"dataset.questions.en": ["Who are you?"]}, DOWNSTREAM_OF_DATA),
+    # 128 is also general_records': Snakemake compares params as a set of values, so only names tell them apart
     ("dataset: record count", {"dataset.records": 128}, DOWNSTREAM_OF_DATA),
+    (
+        "dataset: name and maker swapped",
+        {"assistant.name": "the xtflow team", "assistant.maker": "XtBot"},
+        DOWNSTREAM_OF_DATA,
+    ),
     ("dataset: seed", {"dataset.seed": 7}, DOWNSTREAM_OF_DATA),
     ("dataset: general records", {"dataset.general_records": 16}, DOWNSTREAM_OF_DATA),
     ("dataset: conversations", {"dataset.conversations": 6}, DOWNSTREAM_OF_DATA),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from conftest import default_config, interrupt_once, snakemake, start_snakemake, write_config
 
 
@@ -15,6 +17,7 @@ def slow_config() -> dict:
     config = default_config()
     config["dataset"]["records"] = 896
     config["dataset"]["general_records"] = 0  # resuming is what is tested here, not what is learned
+    config["dataset"]["conversations"] = 0
     config["base_model"]["general_skill"] = None
     config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
     config["xtuner"].update(max_epochs=2, save_steps=40, save_total_limit=-1, evaluation_freq=10_000)
@@ -63,7 +66,7 @@ def test_changed_config_never_resumes_old_checkpoints(tmp_path: Path) -> None:
     assert sorted(p.name for p in stale.glob("iter_*.pth")) == before
 
 
-def test_a_copied_work_dir_reads_its_own_newest_checkpoint(tmp_path: Path) -> None:
+def test_a_copied_work_dir_reads_its_own_newest_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """mmengine records the newest checkpoint by its absolute path: in a copied or moved run directory that
     is the original's file (resumed from, or published, or missing once the original is gone)."""
     from xtflow.train import last_checkpoint
@@ -75,5 +78,7 @@ def test_a_copied_work_dir_reads_its_own_newest_checkpoint(tmp_path: Path) -> No
     copy = tmp_path / "copy" / "work_dir"
     shutil.copytree(original, copy)
     assert last_checkpoint(copy) == copy / "iter_50.pth"
+    monkeypatch.chdir(tmp_path)  # a relative work dir (the rules' are): the path comes back absolute, as mmengine's
+    assert last_checkpoint(copy.relative_to(tmp_path)) == copy / "iter_50.pth"
     shutil.rmtree(original)
     assert last_checkpoint(copy) == copy / "iter_50.pth"

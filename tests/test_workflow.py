@@ -67,9 +67,9 @@ def test_final_checkpoint_handle_and_logs(completed_run: Path) -> None:
         assert (completed_run / "logs" / f"{stage}.log").is_file()
         assert (completed_run / "benchmarks" / f"{stage}.tsv").is_file()
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
-    # 48 identity + 80 general records, batches of 8, 20 epochs, 10% warmup
-    assert "xtflow: 128 samples, 16 iterations/epoch x 20 epoch(s) = 320 iterations, 32 warmup" in log
-    assert "Iter(train) [320/320]" in log
+    # 48 identity + 128 general + 48 conversation records, batches of 8, 20 epochs, 10% warmup
+    assert "xtflow: 224 samples, 28 iterations/epoch x 20 epoch(s) = 560 iterations, 56 warmup" in log
+    assert "Iter(train) [560/560]" in log
 
 
 def test_training_samples_within_bound_and_not_twice_at_the_end(completed_run: Path) -> None:
@@ -77,9 +77,9 @@ def test_training_samples_within_bound_and_not_twice_at_the_end(completed_run: P
     last checkpoint; xtflow drops XTuner's repeated sample after training (same weights)."""
     log = (completed_run / "logs" / "train.log").read_text(encoding="utf-8", errors="replace")
     sampled = [int(i) for i in re.findall(r"xtflow: EvaluateChatHook sample at iteration (\d+) took", log)]
-    assert sampled == [0, 99, 199, 299, 319]
+    assert sampled == [0, 99, 199, 299, 399, 499, 559]
     assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log
-    assert "xtflow: EvaluateChatHook sampling took" in log and "in 5 calls" in log
+    assert "xtflow: EvaluateChatHook sampling took" in log and "in 7 calls" in log
 
 
 def test_nothing_to_do_after_a_run(completed_run: Path) -> None:

@@ -11,13 +11,19 @@ rule dataset:
     conda:
         XTFLOW_ENV
     params:
-        name=verbatim(config["assistant"]["name"]),
-        maker=verbatim(config["assistant"]["maker"]),
-        answers=verbatim(config["dataset"]["answer"]),
-        questions=verbatim(config["dataset"]["questions"]),
-        records=config["dataset"]["records"],
-        seed=config["dataset"]["seed"],
-        general=config["dataset"]["general_records"],
-        conversations=config["dataset"]["conversations"],
+        # one dict, so the names count: Snakemake compares a rule's params as a set of values, in which
+        # records: 128 next to general_records: 128 looks the same as records: 48
+        spec=verbatim(
+            {
+                "answers": config["dataset"]["answer"],
+                "conversations": config["dataset"]["conversations"],
+                "general": config["dataset"]["general_records"],
+                "maker": config["assistant"]["maker"],
+                "name": config["assistant"]["name"],
+                "questions": config["dataset"]["questions"],
+                "records": config["dataset"]["records"],
+                "seed": config["dataset"]["seed"],
+            }
+        ),
     script:
         "../scripts/dataset.py"

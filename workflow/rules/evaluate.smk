@@ -18,12 +18,18 @@ rule evaluate:
     conda:
         XTFLOW_ENV
     params:
-        name=verbatim(config["assistant"]["name"]),
-        maker=verbatim(config["assistant"]["maker"]),
-        answers=verbatim(config["dataset"]["answer"]),
-        prompt_template=XT["prompt_template"],
-        system=verbatim(XT["system"]),
-        max_new_tokens=config["evaluation"]["max_new_tokens"],
+        # one dict, so the names count (see rule dataset)
+        settings=verbatim(
+            {
+                "answers": config["dataset"]["answer"],
+                "device": XT["device"],  # where training ran: a GPU recipe evaluates on the GPU
+                "maker": config["assistant"]["maker"],
+                "max_new_tokens": config["evaluation"]["max_new_tokens"],
+                "name": config["assistant"]["name"],
+                "prompt_template": XT["prompt_template"],
+                "system": XT["system"],
+            }
+        ),
     script:
         "../scripts/evaluate.py"
 

@@ -9,12 +9,17 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 
 def job(log: Path) -> None:
-    p = snakemake.params
+    p = snakemake.params.spec
     spec = IdentitySpec(
-        name=p.name, maker=p.maker, answers=dict(p.answers), questions=dict(p.questions), records=p.records, seed=p.seed
+        name=p["name"],
+        maker=p["maker"],
+        answers=dict(p["answers"]),
+        questions=dict(p["questions"]),
+        records=p["records"],
+        seed=p["seed"],
     )
     n = build_dataset(
-        spec, [Path(f) for f in snakemake.input.files], Path(snakemake.output.json), p.general, p.conversations
+        spec, [Path(f) for f in snakemake.input.files], Path(snakemake.output.json), p["general"], p["conversations"]
     )
     print(f"xtflow: wrote {n} records to {snakemake.output.json}")
 

@@ -10,7 +10,7 @@ snakemake = snakemake  # noqa: F821 (injected by Snakemake)
 
 
 def job(log: Path) -> None:
-    p, i, o = snakemake.params, snakemake.input, snakemake.output
+    p, i, o = snakemake.params.settings, snakemake.input, snakemake.output
     # a base model taught the general set (the tiny default) is held to its references; a real
     # model is compared with its own replies
     basis = "reference" if (Path(i.base) / "xtflow_general_skill.json").is_file() else "base_reply"
@@ -18,17 +18,18 @@ def job(log: Path) -> None:
     rows = evaluate(
         Path(i.base),
         Path(i.final),
-        RunSettings(p.prompt_template, p.system),
+        RunSettings(p["prompt_template"], p["system"]),
         probes,
-        p.name,
-        p.maker,
-        dict(p.answers),
-        p.max_new_tokens,
+        p["name"],
+        p["maker"],
+        dict(p["answers"]),
+        p["max_new_tokens"],
         Path(o.summary),
         Path(o.replies),
         basis,
+        p["device"],
     )
-    print(f"xtflow: retention measured against the {basis.replace('_', ' ')}s")
+    print(f"xtflow: retention measured against {'the references' if basis == 'reference' else 'the base replies'}")
     for r in rows:
         interval = f" [{r['low']}, {r['high']}]" if r["low"] else ""
         print(f"xtflow: {r['model']} {r['probes']}: {r['metric']} {r['value']}{interval} (n {r['n']})")

@@ -363,6 +363,7 @@ def evaluate(
     out_summary: Path,
     out_replies: Path,
     retention_basis: str = "reference",
+    device: str = "cpu",
 ) -> list[dict[str, str]]:
     identity_answers = [fill(t, name, maker) for t in answers.values()]
 
@@ -371,11 +372,17 @@ def evaluate(
 
     judged: list[Judged] = []
     for label, path in (("base", base), ("final", final)):
-        judged += ask(ChatModel(path, settings, device="cpu"), label, probes, max_new_tokens, judge_reply)
+        judged += ask(ChatModel(path, settings, device=device), label, probes, max_new_tokens, judge_reply)
     rows = summarize(judged, retention_basis)
     atomic_write_text(out_summary, csv_text(rows, SUMMARY_FIELDS))
-    atomic_write_text(out_replies, csv_text([j.row() for j in judged], REPLY_FIELDS))
+    write_replies(judged, out_replies)
     return rows
+
+
+def write_replies(judged: list[Judged], path: Path) -> None:
+    """replies.csv, every field quoted: a reply may hold a bare carriage return, which minimal quoting with
+    "\n" line ends leaves unquoted (a reader then splits the row there)."""
+    atomic_write_text(path, csv_text([j.row() for j in judged], REPLY_FIELDS, csv.QUOTE_ALL))
 
 
 def read_summary(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -401,10 +408,10 @@ def summary_columns(path: Path) -> dict[str, dict[str, str]]:
     return wide
 
 
-def csv_text(rows: list[dict[str, str]], fields: list[str]) -> str:
+def csv_text(rows: list[dict[str, str]], fields: list[str], quoting: int = csv.QUOTE_MINIMAL) -> str:
     """Rows as CSV text (missing fields empty)."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n", quoting=quoting)
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()

@@ -10,6 +10,7 @@ generated set, whose six colours are balanced: chance).
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from collections import Counter
@@ -85,5 +86,7 @@ def evaluate_llava(
             for (name, q, ref), reply, ok in zip(items, replies, right)
         ]
     atomic_write_text(out_summary, csv_text(summary, SUMMARY_FIELDS))
-    atomic_write_text(out_replies, csv_text(rows, ["model", "image", "question", "reference", "reply", "right"]))
+    # every field quoted: a reply may hold a bare carriage return (see xtflow.evaluate.write_replies)
+    fields = ["model", "image", "question", "reference", "reply", "right"]
+    atomic_write_text(out_replies, csv_text(rows, fields, csv.QUOTE_ALL))
     return {r["model"]: {k: float(v) for k, v in r.items() if k != "model"} for r in summary}

@@ -114,8 +114,8 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         raise XtflowError(f"config key 'dataset.questions': empty, but {asks} asks for identity records")
     if ds["records"] == 0 and not ds["files"] and not ds["general_records"] and not ds["conversations"]:
         raise XtflowError(
-            "config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records): "
-            "the dataset would be empty"
+            "config key 'dataset.records': 0 and no dataset.files (nor dataset.general_records, "
+            "dataset.conversations): the dataset would be empty"
         )
     for key in ("repo_id", "adapter_repo_id"):
         check_repo(cfg["publish"]["hub"], f"publish.{key}", cfg["publish"][key])

@@ -98,7 +98,7 @@ def last_checkpoint(work_dir: Path) -> Path:
     marker = work_dir / "last_checkpoint"
     if not marker.is_file():
         raise XtflowError(f"{work_dir}: training finished without a checkpoint (no last_checkpoint file)")
-    ckpt = work_dir / Path(marker.read_text(encoding="utf-8").strip()).name
+    ckpt = work_dir.absolute() / Path(marker.read_text(encoding="utf-8").strip()).name
     if not ckpt.exists():
         raise XtflowError(f"{marker}: names {ckpt}, which does not exist")
     return ckpt
