@@ -250,8 +250,8 @@ LLAVA_PRETRAIN_CHECKPOINTED = "results/llava/pretrain/work_dir/last_checkpoint"
 
 
 # The LLaVA tests' sizes: the tiniest that still shows learning (measured: 0.80 of the 60 held-out images
-# fine-tuned, 0.00 projector-only; 78 s on an idle 2-core machine). The embedded default (2400 finetune
-# records, 120 test images) reaches 0.98: README "LLaVA" has the command.
+# fine-tuned, 0.00 projector-only). The embedded default (2400 finetune records, 120 test images) reaches
+# 0.98: README "LLaVA" has the command.
 LLAVA_TEST_SIZES = {
     "llava.data.generated.pretrain": 640,  # 40 iterations of 16
     "llava.pretrain.save_steps": 10,  # the Ctrl-C comes after the first checkpoint, 30 iterations before the end
