@@ -8,10 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
@@ -52,9 +53,11 @@ def write_config(workdir: Path, config: dict[str, Any]) -> Path:
     return path
 
 
-def _snakemake_call(workdir: Path, args: tuple[str, ...], env: dict[str, str | None] | None) -> tuple[list, dict]:
-    """The command line and environment of real Snakemake on the xtflow Snakefile in `workdir`: offline
-    unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
+def snakemake_call(
+    workdir: Path, args: tuple[str, ...] = (), env: dict[str, str | None] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of real Snakemake on the xtflow Snakefile in `workdir` (one core):
+    offline unless `env` says otherwise (`env`: variables to set, or to remove where None)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir), "--cores", "1", *args]
     run_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     for key, value in (env or {}).items():
@@ -73,11 +76,23 @@ def snakemake(
     workdir: Path, *args: str, timeout: float = 900, check: bool = False, env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess:
     """Run real Snakemake on the xtflow Snakefile in `workdir`; bounded so a hang fails the test."""
-    cmd, run_env = _snakemake_call(workdir, args, env)
+    cmd, run_env = snakemake_call(workdir, args, env)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
     if check and proc.returncode != 0:
         raise _failed(proc)
     return proc
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run as a user makes one (`cp -a`: links, hard links and times kept)."""
+    subprocess.run(["cp", "-a", str(src), str(dst)], check=True, timeout=300)
+    return dst
+
+
+def chat(workdir: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m xtflow.chat --workdir WORKDIR ARGS...`, its output captured."""
+    cmd = [sys.executable, "-m", "xtflow.chat", "--workdir", str(workdir), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 USER_RECORDS = [
@@ -128,17 +143,23 @@ def quick_config() -> dict[str, Any]:
 @dataclass
 class SharedRun:
     """A run that several tests inspect (never modify it; copy it). It starts in the background as soon
-    as the collected tests are known, so it trains while tests that do not need it run."""
+    as the collected tests are known (or, if it builds on another shared run, as soon as what it needs
+    of that run exists), so it trains while tests that do not need it run."""
 
     workdir: Path
-    process: subprocess.Popen
     timeout: float
+    process: subprocess.Popen | None = None
+    starter: threading.Thread | None = None
 
     def result(self) -> subprocess.CompletedProcess:
+        if self.starter is not None:
+            self.starter.join(timeout=self.timeout)
+        if self.process is None:
+            raise AssertionError(f"{self.workdir}: not started (the shared run it builds on failed)")
         try:
             self.process.wait(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         logs = self.workdir.parent
         proc = subprocess.CompletedProcess(
@@ -152,27 +173,64 @@ class SharedRun:
         return proc
 
 
-# name -> (the config, Snakemake's targets, a bound on its wall time in seconds)
-SHARED_RUNS: dict[str, tuple[Any, tuple[str, ...], float]] = {
+def tutorial_config(balanced: Path) -> dict[str, Any]:
+    """recipe: tutorial on the completed run's base model (taught the general skill)."""
+    config = default_config()
+    config["recipe"] = "tutorial"
+    config["base_model"]["path"] = str(balanced / "resources" / "base_model")
+    return config
+
+
+@dataclass(frozen=True)
+class SharedRunSpec:
+    config: Callable[..., dict[str, Any]]
+    targets: tuple[str, ...]
+    timeout: float  # a bound on its wall time, seconds
+    after: tuple[str, str] | None = None  # (shared run, a file of it): start once that file exists
+
+
+SHARED_RUNS: dict[str, SharedRunSpec] = {
     # .test/config/config.yaml through results/final_model (24 iterations, no general skill)
-    "quick_run": (quick_config, ("results/final_model",), 900),
+    "quick_run": SharedRunSpec(quick_config, ("results/final_model",), 900),
     # the embedded default's default target (final model, evaluation, the report's pieces)
-    "completed_run": (completed_config, (), 1500),
+    "completed_run": SharedRunSpec(completed_config, (), 1500),
+    # the tutorial recipe's evaluation and report pieces, from the completed run's taught base model
+    "tutorial_run": SharedRunSpec(
+        tutorial_config, ("report_files",), 1500, ("completed_run", "benchmarks/general_skill.tsv")
+    ),
 }
 _started: dict[str, SharedRun] = {}
+_stopping = threading.Event()
 
 
 def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
-    if name not in _started:
-        config, targets, timeout = SHARED_RUNS[name]
-        workdir = factory.mktemp(name) / "run"
-        write_config(workdir, config())
-        cmd, env = _snakemake_call(workdir, targets, None)
-        logs = workdir.parent
+    if name in _started:
+        return _started[name]
+    spec = SHARED_RUNS[name]
+    run = _started[name] = SharedRun(factory.mktemp(name) / "run", spec.timeout)
+    first = _start(spec.after[0], factory) if spec.after else None
+
+    def launch() -> None:
+        if first is not None and spec.after is not None:
+            ready = first.workdir / spec.after[1]
+            while not ready.exists():
+                if _stopping.is_set() or first.process is None or first.process.poll() is not None:
+                    return
+                time.sleep(1)
+        if _stopping.is_set():
+            return
+        write_config(run.workdir, spec.config(*([first.workdir] if first else [])))
+        cmd, env = snakemake_call(run.workdir, spec.targets, None)
+        logs = run.workdir.parent
         with (logs / "snakemake.stdout").open("w") as out, (logs / "snakemake.stderr").open("w") as err:
-            process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
-        _started[name] = SharedRun(workdir, process, timeout)
-    return _started[name]
+            run.process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+
+    if first is None:
+        launch()
+    else:
+        run.starter = threading.Thread(target=launch, daemon=True)
+        run.starter.start()
+    return run
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -185,8 +243,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    _stopping.set()
     for run in _started.values():  # a run no test waited for (-x, a keyboard interrupt): stop it
-        if run.process.poll() is None:
+        if run.starter is not None:
+            run.starter.join(timeout=5)
+        if run.process is not None and run.process.poll() is None:
             os.killpg(run.process.pid, signal.SIGKILL)
             run.process.wait()
 
@@ -208,7 +269,7 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
     """Real Snakemake in the background, in a process group of its own (so a test can signal it)."""
-    cmd, env = _snakemake_call(workdir, args, None)
+    cmd, env = snakemake_call(workdir, args, None)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
 
@@ -275,7 +336,7 @@ def llava_run(completed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     checkpoint, and run again to the end (the log of the stopped run is kept as
     logs/llava/train_pretrain.interrupted.log). Shared; never modify it (copy it)."""
     workdir = tmp_path_factory.mktemp("llava") / "run"
-    shutil.copytree(completed_run, workdir, symlinks=True)
+    copy_run(completed_run, workdir)
     write_config(workdir, llava_config())
     interrupt_once(start_snakemake(workdir, "--cores", "2", "llava"), workdir, LLAVA_PRETRAIN_CHECKPOINTED)
     log = workdir / "logs" / "llava" / "train_pretrain.log"
@@ -347,3 +408,11 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
         env = hub_env(hf_home, hub.endpoint, offline=False)
         proc = snakemake(workdir, HUB_RUN_TARGETS[0], HUB_RUN_TARGETS[1], env=env, check=True)
     return HubRun(workdir, hf_home, model, repo.commit, hub.endpoint, list(hub.requests), proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def tutorial_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tutorial recipe's run (see tutorial_config)."""
+    run = _start("tutorial_run", tmp_path_factory)
+    run.result()
+    return run.workdir

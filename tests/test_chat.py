@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import pexpect
 
-from conftest import default_config, write_config
-
-
-def chat(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "xtflow.chat", "--workdir", str(workdir), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from conftest import chat, default_config, write_config
 
 
 def test_one_shot_final_model_knows_its_name(completed_run: Path) -> None:

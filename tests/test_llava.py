@@ -46,8 +46,7 @@ def test_pretrain_resumed_after_ctrl_c(llava_run: Path) -> None:
     stopped = (logs / "train_pretrain.interrupted.log").read_text(encoding="utf-8", errors="replace")
     assert "Iter(train) [40/40]" not in stopped  # the stop came before the end
     log = (logs / "train_pretrain.log").read_text(encoding="utf-8", errors="replace")
-    work = llava_run / LLAVA / "pretrain" / "work_dir"
-    assert f"xtflow: resuming from {work}/iter_10.pth (iteration 10 of 40)" in log
+    assert f"xtflow: resuming from {LLAVA}/pretrain/work_dir/iter_10.pth (iteration 10 of 40)" in log
     assert "resumed epoch: 0, iter: 10" in log and "Iter(train) [40/40]" in log
     assert "Iter(train) [10/40]" not in log  # the first 10 iterations did not run again
 

@@ -294,7 +294,7 @@ def test_plan_counts_samples_cut_at_max_length(
         write_llava_config(llava["pretrain"]["base_config"], replace(s, max_length=max_length), tmp_path / "c.py")
         plan = plan_training(tmp_path / "c.py", 1)
         assert (plan.samples, plan.max_length) == (12, max_length)
-        cut[max_length] = plan.truncated
+        cut[max_length] = plan.cut_records
     assert 0 < cut[56] < 12 and cut[200] == 0, cut
 
 

@@ -29,18 +29,6 @@ def balanced_run(completed_run: Path) -> Path:
     return completed_run
 
 
-@pytest.fixture(scope="session")
-def tutorial_run(balanced_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """recipe: tutorial on the same base model (the balanced run's, taught the general skill)."""
-    workdir = tmp_path_factory.mktemp("tutorial")
-    config = default_config()
-    config["recipe"] = "tutorial"
-    config["base_model"]["path"] = str(balanced_run / "resources" / "base_model")
-    write_config(workdir, config)
-    snakemake(workdir, "report_files", check=True, timeout=1500)
-    return workdir
-
-
 def summary(run: Path) -> dict[tuple[str, str, str], dict[str, float]]:
     return read_summary(run / "results" / "eval" / "summary.csv")
 

@@ -120,3 +120,45 @@ def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path, monkeypatch: p
     plan = plan_training(Path(config), 1)
     check_plan(plan, xt["warmup_ratio"])  # raises on a plan XTuner would crash on or ruin
     assert plan.total_iters // xt["accumulative_counts"] >= 20  # optimizer steps
+
+
+def test_nested_command_line_values_are_read_as_numbers() -> None:
+    """Snakemake gives `--config xtuner='{lr: 0.004}'` as {'xtuner': {'lr': '0.004'}}: numbers, booleans and
+    null become what a config file would make of them where the schema wants them; strings stay strings."""
+    from xtflow.settings import typed_command_line
+
+    given = {
+        "xtuner": {"lr": "0.004", "max_epochs": "3", "compile": "true", "system": "1e3", "lora": {"r": "8"}},
+        "assistant": {"name": "123"},
+        "base_model": {"path": "null"},
+    }
+    config = {**default_config(), **given}
+    typed = typed_command_line(config, given)
+    assert typed["xtuner"]["lr"] == 0.004 and typed["xtuner"]["max_epochs"] == 3 and typed["xtuner"]["compile"] is True
+    assert typed["xtuner"]["lora"]["r"] == 8 and typed["xtuner"]["system"] == "1e3"
+    assert typed["assistant"]["name"] == "123" and typed["base_model"]["path"] is None
+    assert typed_command_line(config, {"xtuner": {"lr": "1e-4"}})["xtuner"]["lr"] == "0.004"  # not the value given
+    assert validate(typed)["xtuner"]["lr"] == 0.004
+    # a value from a config file is never touched: `max_epochs: "3"` there stays refused
+    assert typed_command_line(set_key(default_config(), "xtuner.max_epochs", "3"), {})["xtuner"]["max_epochs"] == "3"
+
+
+def test_config_file_duplicate_keys_are_found_at_any_depth(tmp_path: Path) -> None:
+    from xtflow.settings import load_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("xtuner:\n  lr: 0.1\n  lora:\n    r: 4\n    r: 8\n", encoding="utf-8")
+    with pytest.raises(XtflowError) as err:
+        load_config_file(path)
+    assert str(err.value) == (
+        f"config file {path}, line 5: key 'r' appears twice (first at line 4); YAML keeps only the last one, "
+        "so the first would be lost"
+    )
+    path.write_text("xtuner: {lr: 0.1\n", encoding="utf-8")
+    with pytest.raises(XtflowError, match=rf"^config file {path}, line \d+: not valid YAML"):
+        load_config_file(path)
+
+
+def test_non_finite_numbers_are_refused_in_lists_too() -> None:
+    with pytest.raises(XtflowError, match=r"^config key 'xtuner.evaluation_inputs\[1\]': -.inf is not a finite"):
+        validate(set_key(default_config(), "xtuner.evaluation_inputs", ["a", float("-inf")]))

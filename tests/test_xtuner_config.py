@@ -60,6 +60,7 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     ds = cfg.train_dataloader.dataset
     assert ds.dataset.path == "json" and ds.dataset.data_files == {"train": "/data/train.json"}
     assert ds.dataset_map_fn is None
+    assert ds.map_num_proc == 1  # no worker processes (a Ctrl-C among them hung the run)
     assert cfg.prompt_template == PROMPT_TEMPLATE.internlm2_chat
     assert ds.max_length == 777 and ds.pack_to_max_length is False
     assert cfg.train_dataloader.batch_size == 3
@@ -78,6 +79,8 @@ def test_written_config_holds_every_patched_value(tmp_path: Path) -> None:
     assert load(tmp_path, replace(SETTINGS, compile=True)).model.compile_layers is True
     assert load(tmp_path, replace(SETTINGS, evaluation_before_train=False)).custom_hooks[1].sample_before_train is False
     assert cfg.SYSTEM == chat.system == "You are 'X' \"quoted\" {braces} %s"
+    # training stops at the first nan/inf loss, by hand too
+    assert cfg.custom_hooks[-1].type.__name__ == "StopAtNonFiniteLoss"
     assert cfg.randomness.seed == 1234
     assert cfg.model.llm.torch_dtype == torch.float32
     assert "quantization_config" not in cfg.model.llm

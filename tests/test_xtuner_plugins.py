@@ -7,6 +7,8 @@ import pytest
 from xtflow.tiny_model import TinyModelSpec, build_tiny_model
 from xtflow.xtuner_plugins import (
     BatchedEvaluateChatHook,
+    NonFiniteLossError,
+    StopAtNonFiniteLoss,
     compile_decoder_layers,
     prepare_lora_keeping_dtype,
     sampling_context,
@@ -200,3 +202,21 @@ def test_sample_before_training_only_when_configured(before: bool, monkeypatch: 
     hook.before_train(runner)
     assert calls == ([{"max_new_tokens": 16}] if before else [])
     assert any("no EvaluateChatHook sample before training" in line for line in runner.logger.lines) is not before
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf")])
+def test_training_stops_at_the_first_non_finite_loss(loss: float) -> None:
+    """One line naming the learning rate, at the iteration whose loss went wrong; finite losses pass."""
+    from types import SimpleNamespace
+
+    import torch
+
+    hook = StopAtNonFiniteLoss()
+    runner = SimpleNamespace(iter=1, cfg={"lr": 1e30})
+    hook.after_train_iter(runner, 0, outputs={"loss": torch.tensor(2.5, requires_grad=True)})
+    with pytest.raises(NonFiniteLossError) as err:
+        hook.after_train_iter(runner, 1, outputs={"loss": torch.tensor(loss)})
+    assert str(err.value).startswith(
+        f"config key 'xtuner.lr': the training loss became {loss} at iteration 2 with learning rate 1e+30;"
+    )
+    assert "\n" not in str(err.value)

@@ -1,26 +1,32 @@
 # Helpers shared by the rules: config validation and the paths stages agree on.
 
+import json
+import os
 import sys
 from pathlib import Path
 
 from xtflow import hub, paths
 from xtflow.base_model import check_model_dir
+from xtflow.dataset import not_a_file
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
 from xtflow.llava_encoder import check_visual_encoder
 from xtflow.publish import card_settings
 from xtflow.push import check_ready
-from xtflow.settings import validate
+from xtflow.settings import typed_command_line, validate
+from xtflow.snakemake_io import DOWNSTREAM_ENV, downstream_outputs
 
 
 def _checked_config(raw):
     """Validate (and fill defaults into) the config, or stop with one line naming the key. Returns it with
     the base model's hub id (None: a local directory or the tiny default)."""
     try:
-        checked = validate(raw)
+        # nested `--config` values come from Snakemake as strings: read them as YAML (xtflow.settings)
+        checked = validate(typed_command_line(raw, workflow.config_settings.config))
         for i, path in enumerate(checked["dataset"]["files"]):
-            if not Path(path).is_file():
-                raise XtflowError(f"config key 'dataset.files[{i}]': '{path}' does not exist")
+            problem = not_a_file(Path(path))
+            if problem:
+                raise XtflowError(f"config key 'dataset.files[{i}]': '{path}' {problem}")
         base = checked["base_model"]
         model = hub.parse_source(base["path"], base["revision"])
         if model is not None:
@@ -86,6 +92,14 @@ def harness_version():
     from xtflow.harness import installed_version
 
     return installed_version() or "not installed"
+
+
+def identity_answers():
+    """The identity answers the dataset stage writes (the train rule refuses to cut them at max_length)."""
+    from xtflow.dataset import fill
+
+    who = config["assistant"]
+    return sorted({fill(answer, who["name"], who["maker"]) for answer in config["dataset"]["answer"].values()})
 
 
 def verbatim(value):
@@ -155,6 +169,15 @@ def llava_stage_settings(wildcards):
     from xtflow.llava_config import stage_settings
 
     return asdict(stage_settings(LLAVA, wildcards.stage, LLAVA_LLM, LLAVA_VISUAL_ENCODER, llava_checkpoint("pretrain")))
+
+
+def share_rule_graph():
+    """Tell every job which outputs are made from its own: a job that starts removes them
+    (xtflow.snakemake_io.invalidate_downstream). Call it once all rules are defined."""
+    rules_io = {
+        r.name: ([str(f) for f in r.input if isinstance(f, str)], [str(f) for f in r.output]) for r in workflow.rules
+    }
+    os.environ[DOWNSTREAM_ENV] = json.dumps(downstream_outputs(rules_io))
 
 
 onstart:

@@ -57,6 +57,7 @@ rule dataset_stats:
     input:
         dataset=DATASET,
         model=BASE_MODEL,
+        config=XTUNER_CONFIG,
     output:
         html=report("results/report/dataset.html", caption="../report/dataset.rst", category="Dataset"),
         png=report("results/report/token_lengths.png", caption="../report/dataset.rst", category="Dataset"),

@@ -22,5 +22,6 @@ rule train:
         deepspeed=TRAIN["deepspeed"],
         gpus=TRAIN["gpus"],
         warmup_ratio=XT["warmup_ratio"],
+        identity_answers=verbatim(identity_answers()),
     script:
         "../scripts/train.py"

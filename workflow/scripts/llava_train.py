@@ -32,6 +32,7 @@ def job(log: Path) -> None:
         log_interval=snakemake.config["train"]["log_interval"],
         extra_inputs=extra,
         section="llava",
+        lr_key=f"llava.{snakemake.wildcards.stage}.lr",
     )
 
 

@@ -19,7 +19,7 @@ def job(log: Path) -> None:
         n = report.replies_page(Path(i.replies), Path(o.html))
         print(f"xtflow: replies page: the final model fails {n} probes (listed first)")
     elif snakemake.rule == "dataset_stats":
-        stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png))
+        stats = report.dataset_stats(Path(i.dataset), Path(i.model), Path(o.html), Path(o.png), Path(i.config))
         print("xtflow: " + ", ".join(f"{k} {v}" for k, v in stats.items()))
     elif snakemake.rule == "run_info":
         report.run_info(dict(p.config), Path(i.model), Path(o.html))

@@ -20,6 +20,7 @@ def job(log: Path) -> None:
         deepspeed=p.deepspeed,
         gpus=p.gpus,
         warmup_ratio=p.warmup_ratio,
+        identity_answers=list(p.identity_answers),
         # read from config, not params: the log interval must not force a rerun
         log_interval=snakemake.config["train"]["log_interval"],
     )

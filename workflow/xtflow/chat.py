@@ -15,8 +15,11 @@ before the first question, as in `xtuner chat --llava ... --image`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from xtflow.chat_model import MODELS, ChatModel, RunSettings, Sampling, model_paths
 from xtflow.errors import XtflowError
@@ -52,15 +55,43 @@ def interactive(chat: ChatModel, sampling: Sampling) -> None:
             print("Log: History responses have been removed!")
             continue
         answer = ""
-        for piece in chat.stream(history, text, sampling):
-            answer += piece
-            print(piece, end="", flush=True)
+        try:
+            for piece in chat.stream(history, text, sampling):
+                answer += piece
+                print(piece, end="", flush=True)
+        except XtflowError as e:  # this message is refused; the chat goes on
+            print(f"\nxtflow: error: {e}", file=sys.stderr, flush=True)
+            continue
         print()
         history.append((text, answer.strip()))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (`xtflow: error: argument --top-p: ...`), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"xtflow: error: {message} (see --help)\n")
+
+
+def bounded(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False) -> Callable:
+    """An argparse type: a number of `kind` within [low, high] ((low, high] with low_open)."""
+
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)):
+            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low}, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m xtflow.chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
@@ -72,10 +103,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-q", "--question", help="one-shot: print the answer to this question and exit")
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run's directory (default: .)")
     p.add_argument("--config", type=Path, help="the run's config (default: WORKDIR/config/config.yaml)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    p.add_argument("--top-p", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=bounded(float, 0), default=0.0, help="0: greedy (default)")
+    p.add_argument("--top-p", type=bounded(float, 0, 1, low_open=True), default=0.8)
+    p.add_argument("--top-k", type=bounded(int, 0), default=40, help="0: no top-k cut")
+    p.add_argument("--max-new-tokens", type=bounded(int, 1), default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     return p.parse_args(argv)
@@ -99,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     sampling = Sampling(args.temperature, args.top_p, args.top_k, args.max_new_tokens, args.seed)
     if args.question is not None:
-        print(chat.reply([], args.question, sampling))
+        try:
+            print(chat.reply([], args.question, sampling))
+        except XtflowError as e:
+            print(f"xtflow: error: {e}", file=sys.stderr)
+            return 1
         return 0
     interactive(chat, sampling)
     return 0

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from xtflow import paths
 from xtflow.errors import XtflowError
 
@@ -48,11 +46,11 @@ class RunSettings:
 
 def run_config(path: Path) -> dict[str, Any]:
     """The run's config, validated, defaults filled in."""
-    from xtflow.settings import validate
+    from xtflow.settings import load_config_file, validate
 
     if not path.is_file():
         raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
-    return validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    return validate(load_config_file(path))
 
 
 def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
@@ -135,6 +133,7 @@ class ChatModel:
     model: Any = field(init=False)
     tokenizer: Any = field(init=False)
     template: dict = field(init=False)
+    context: int | None = field(init=False)
 
     def __post_init__(self) -> None:
         import torch
@@ -152,6 +151,8 @@ class ChatModel:
 
             model = PeftModel.from_pretrained(model, self.adapter_dir)
         self.model = model.to(self.device).eval()
+        # positions the model was built for: a longer prompt gives garbage (and takes minutes)
+        self.context = getattr(model.config, "max_position_embeddings", None)
         print(
             f"xtflow: loaded model {self.model_dir}" + (f" + {self.adapter_dir}" if self.adapter_dir else ""),
             file=sys.stderr,
@@ -162,16 +163,16 @@ class ChatModel:
     def prompt(self, history: list[tuple[str, str]], question: str) -> str:
         return render_prompt(self.template, self.settings.system, history, question)
 
+    def token_ids(self, text: str) -> list[int]:
+        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
+        return bos + self.tokenizer.encode(text, add_special_tokens=False)
+
     def generation_inputs(self, history: list[tuple[str, str]], question: str) -> dict[str, Any]:
         """What `generate` gets for this prompt: token ids and their attention mask."""
         import torch
 
         ids = torch.tensor([self.token_ids(self.prompt(history, question))], device=self.device)
         return dict(input_ids=ids, attention_mask=torch.ones_like(ids))
-
-    def token_ids(self, text: str) -> list[int]:
-        bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
-        return bos + self.tokenizer.encode(text, add_special_tokens=False)
 
     def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
@@ -201,15 +202,36 @@ class ChatModel:
     def reply(self, history: list[tuple[str, str]], question: str, sampling: Sampling = Sampling()) -> str:
         return "".join(self.stream(history, question, sampling)).strip()
 
+    def check_fits(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Refuse a prompt that, with the reply, would not fit in the model's context."""
+        if self.context is not None and prompt_tokens + max_new_tokens > self.context:
+            raise XtflowError(
+                f"the prompt is {prompt_tokens} tokens (with the history and the template); with "
+                f"{max_new_tokens} new tokens that exceeds the model's context of {self.context} tokens: "
+                "shorten the message, clear the history (RESET) or ask for fewer new tokens"
+            )
+
     def stream(self, history: list[tuple[str, str]], question: str, sampling: Sampling = Sampling()) -> Iterator[str]:
-        """Yield the reply piece by piece as it is generated."""
+        """Yield the reply piece by piece as it is generated. A prompt too long for the model, or any
+        error while generating (it runs in a thread), raises XtflowError here."""
         import torch
         from transformers import TextIteratorStreamer
 
         torch.manual_seed(sampling.seed)
+        inputs = self.generation_inputs(history, question)
+        self.check_fits(inputs["attention_mask"].shape[1], sampling.max_new_tokens)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(**self.generation_inputs(history, question), streamer=streamer, **self.generate_kwargs(sampling))
-        worker = threading.Thread(target=self._generate_quietly, kwargs=kwargs, daemon=True)
+        kwargs = dict(**inputs, streamer=streamer, **self.generate_kwargs(sampling))
+        failed: list[BaseException] = []
+
+        def generate() -> None:
+            try:
+                self._generate_quietly(**kwargs)
+            except BaseException as e:  # reported in the caller's thread; the streamer must end either way
+                failed.append(e)
+                streamer.end()
+
+        worker = threading.Thread(target=generate, daemon=True)
         worker.start()
         text, shown = "", 0
         for piece in streamer:
@@ -221,6 +243,10 @@ class ChatModel:
             if visible != text:  # a stop word appeared
                 break
         worker.join()
+        if failed:
+            e = failed[0]
+            line = str(e).splitlines()[0] if str(e) else ""
+            raise XtflowError(f"generation failed: {type(e).__name__}: {line}") from None
 
     def _generate_quietly(self, **kwargs: Any) -> None:
         import torch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,12 +149,37 @@ def _from_messages(messages: Any, where: str) -> Record:
     return {"conversation": turns}
 
 
+NOT_FILES = [
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+]
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be a dataset file ("does not exist", "is a directory", ...), or None if it is
+    a regular file. (Reading /dev/zero or a pipe would never end.)"""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    for test, kind in NOT_FILES:
+        if test(mode):
+            return f"is {kind}, not a dataset file (a JSON list of records)"
+    return None
+
+
 def load_user_file(path: Path) -> list[Record]:
     """Read and validate one user dataset file (conversation or messages format, per record)."""
+    problem = not_a_file(path)
+    if problem:
+        raise XtflowError(f"{path}: {problem}")
     try:
         raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise XtflowError(f"{path}: dataset file does not exist") from None
     except UnicodeDecodeError as e:
         raise XtflowError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:

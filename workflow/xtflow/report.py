@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xtflow.errors import XtflowError
-from xtflow.fsutil import atomic_write_text
+from xtflow.fsutil import atomic_write_text, remove_leftovers
 
 PACKAGES = [
     "xtuner",
@@ -51,7 +51,8 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 def _save_png(fig: Any, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    remove_leftovers(out)
+    tmp = out.with_name(f".{out.name}.tmp-png")
     fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     tmp.replace(out)
 
@@ -240,14 +241,31 @@ def dataset_statistics(dataset: Path, tokenizer_dir: Path) -> tuple[dict[str, fl
     return stats, counts, lengths
 
 
-def dataset_stats(dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path) -> dict[str, float]:
-    """The dataset page (`dataset_statistics`, the most frequent records) and a histogram of token lengths."""
+def cut_at_max_length(dataset: Path, xtuner_config: Path) -> dict[str, int]:
+    """How many records XTuner cuts at max_length, and how many tokens it drops: the records encoded
+    with the prompt template, as the train rule counts them (`xtflow.train.record_lengths`)."""
+    from xtflow.train import load_xtuner_config, record_lengths
+
+    cfg = load_xtuner_config(xtuner_config)
+    encoded = record_lengths(cfg, json.loads(dataset.read_text(encoding="utf-8")))
+    return {
+        f"records longer than xtuner.max_length {cfg.max_length} (cut)": sum(n > cfg.max_length for n in encoded),
+        "tokens cut at max_length": sum(max(0, n - cfg.max_length) for n in encoded),
+    }
+
+
+def dataset_stats(
+    dataset: Path, tokenizer_dir: Path, out_html: Path, out_png: Path, xtuner_config: Path
+) -> dict[str, float]:
+    """The dataset page (`dataset_statistics`, the records cut at max_length, the most frequent records)
+    and a histogram of token lengths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     stats, counts, lengths = dataset_statistics(dataset, tokenizer_dir)
+    stats.update(cut_at_max_length(dataset, xtuner_config))
     records = len(lengths)
     top = [[n, " / ".join(f"{i} -> {o}" for _, i, o in p)[:160]] for p, n in counts.most_common(5)]
     body = (

@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from xtflow.chat_model import ChatModel, RunSettings, Sampling, model_paths
+from xtflow.errors import XtflowError
 from xtflow.llava_model import LLAVA_MODELS, LlavaChatModel, load_image
 
 
@@ -61,7 +62,7 @@ def main() -> None:
             "llava: the LLaVA target's fine-tuned model, about an image",
         )
         max_new_tokens = st.slider("Max length (new tokens)", 8, 1024, 128, step=8)
-        top_p = st.slider("Top P", 0.0, 1.0, 0.8, step=0.01)
+        top_p = st.slider("Top P", 0.01, 1.0, 0.8, step=0.01)
         temperature = st.slider("Temperature", 0.0, 1.5, 0.0, step=0.05, help="0: greedy")
         if st.button("Clear chat history", type="secondary"):
             st.session_state.messages = []
@@ -87,9 +88,14 @@ def main() -> None:
         with st.chat_message("user"):
             st.markdown(question)
         sampling = Sampling(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-        with st.chat_message("assistant"):
-            answer = st.write_stream(chat.stream(history, question, sampling))
-        messages.append({"role": "assistant", "content": str(answer)})
+        try:
+            with st.chat_message("assistant"):
+                answer = st.write_stream(chat.stream(history, question, sampling))
+        except XtflowError as e:  # a prompt too long for the model, a failed generation: said, not hung
+            messages.pop()
+            st.error(f"xtflow: error: {e}")
+        else:
+            messages.append({"role": "assistant", "content": str(answer)})
         done = st.empty()
     done.caption(f"{len(messages) // 2} replies in this chat")
 

@@ -22,17 +22,21 @@ They change how fast a step runs and how sampling is bounded, not what is learne
   training too, samples all prompts in one batch, does not sample the same weights twice at the
   end, optionally skips the sample before training (`xtuner.evaluation_before_train`) and logs
   what sampling cost.
+- `StopAtNonFiniteLoss`: stops training at the first loss that is nan or infinite (a learning rate
+  far too high), before a broken checkpoint is saved, naming the learning rate.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import load_checkpoint
 from peft import get_peft_model
@@ -406,3 +410,33 @@ class LLaVADatasetWithProcesses(LLaVADataset):
             super().__init__(*args, **kwargs)
         finally:
             llava_module.process_hf_dataset = process
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became nan or infinite (raised by StopAtNonFiniteLoss; its message is one line)."""
+
+
+class StopAtNonFiniteLoss(Hook):
+    """Stop training at the first iteration whose loss is not finite.
+
+    Without it, a learning rate far too high (`xtuner.lr: 1e30`) trains on to the end on a nan loss,
+    saves nan weights and fails much later, in sampling or when the model is used. mmengine already
+    reads the loss of every iteration (its runtime-info hook), so this check costs no extra
+    synchronisation. It runs before the checkpoint hook, so no nan checkpoint is saved.
+    """
+
+    priority = "NORMAL"
+
+    def after_train_iter(self, runner: Any, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
+        loss = (outputs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(loss.detach() if hasattr(loss, "detach") else loss)
+        if math.isfinite(value):
+            return
+        lr = runner.cfg.get("lr", "?")
+        raise NonFiniteLossError(
+            f"config key 'xtuner.lr': the training loss became {value} at iteration {runner.iter + 1} with "
+            f"learning rate {lr}; training stopped there. Lower xtuner.lr (or check the data and the base "
+            "model's weights)"
+        )

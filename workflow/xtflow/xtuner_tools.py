@@ -76,13 +76,15 @@ def run_tool(
     gpus: int = 1,
     env: dict[str, str] | None = None,
     progress: Callable[[str], str | None] | None = None,
+    keep_fds: Sequence[int] = (),
 ) -> None:
     """Run an XTuner tool, appending its output to `log`; raise with its last words if it fails.
 
     A SIGTERM or SIGINT to this process (Snakemake stopping, SLURM's wall-time kill) is passed
     on to the tool, which is waited for, so no orphaned training keeps writing checkpoints.
     With `progress` (a parser of the tool's log lines, e.g. `progress.mmengine_iteration`), the
-    terminal gets one live line of what it says (xtflow.progress).
+    terminal gets one live line of what it says (xtflow.progress). `keep_fds` stay open in the tool
+    (a lock it must hold for as long as it runs).
     """
     cmd = tool_command(tool, args, gpus)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +98,7 @@ def run_tool(
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
             preexec_fn=_default_stop_signals,
+            pass_fds=tuple(keep_fds),
         )
         with _forward_signals(proc) as received:
             returncode = proc.wait()
