@@ -60,7 +60,7 @@ test-gpu: setup
 	$(BIN)/python -m pytest -m gpu $(PYTEST_ARGS)
 
 clean:
-	rm -rf results resources/base_model logs benchmarks .snakemake
+	rm -rf results resources/base_model resources/llava logs benchmarks .snakemake
 
 # The README's picture of the workflow, generated from the real workflow (tests check it is current).
 rulegraph: setup

@@ -5,6 +5,7 @@ They call the stage functions the rules call (no Snakemake needed on the GPU mac
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,3 +113,69 @@ def test_lora_bf16_without_checkpointing(tmp_path: Path) -> None:
     assert (out / "final_model" / "model.safetensors").is_file()
     log = (out / "train.log").read_text(errors="replace")
     assert "xtflow: EvaluateChatHook already sampled these weights at the last iteration" in log
+
+
+@pytest.mark.parametrize("architecture", ["llama", "internlm2"])
+def test_llava_recipe_qlora_through_merge(architecture: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LLaVA recipe's settings (config/llava_internlm2_chat_1_8b.yaml: 4-bit LLM, bf16, activation
+    checkpointing, LoRA r 512 / 64) on the tiny models (the LLM a Llama, or InternLM2's own architecture,
+    the tutorial's: SDPA, plain RoPE in training, bf16 merge with its code): both trainings, the exports,
+    the merge, replies."""
+    import yaml
+
+    from conftest import REPO
+    from xtflow import paths
+    from xtflow.chat_model import RunSettings
+    from xtflow.export import merge_llava
+    from xtflow.llava_config import stage_settings, write_llava_config
+    from xtflow.llava_dataset import IMAGES, RECORDS, write_split
+    from xtflow.llava_encoder import TinyClipSpec, build_tiny_clip
+    from xtflow.llava_evaluate import evaluate_llava
+    from xtflow.llava_model import LlavaRun
+    from xtflow.settings import validate
+
+    monkeypatch.chdir(tmp_path)  # the written configs' paths are the run directory's
+    llm, encoder = tmp_path / "llm", tmp_path / "visual_encoder"
+    build_tiny_model(TinyModelSpec(1024, 128, 256, 4, 4, 2048, 0, architecture), llm)
+    build_tiny_clip(TinyClipSpec(32, 8, 32, 64, 2, 2, 0), encoder)
+    overlay = yaml.safe_load((REPO / "config" / "llava_internlm2_chat_1_8b.yaml").read_text(encoding="utf-8"))
+    llava = validate(overlay)["llava"]
+    generated = {"pretrain": 32 * 40, "finetune": 16 * 40, "test": 24, "image_size": 32, "seed": 0}
+    log = tmp_path / "train.log"
+    for stage in paths.LLAVA_SPLITS:
+        write_split(Path(paths.llava_data(stage)), None, stage, generated)
+    for stage in paths.LLAVA_STAGES:
+        s = stage_settings(llava, stage, str(llm), str(encoder), paths.llava_checkpoint("pretrain"))
+        assert (s.load_in_4bit, s.dtype, s.device) == (True, "bfloat16", "cuda")
+        config = Path(paths.llava_xtuner_config(stage))
+        write_llava_config(llava[stage]["base_config"], s, config)
+        split = Path(paths.llava_data(stage))
+        extra = [encoder, split / IMAGES] + ([Path(s.pretrained_pth)] if s.pretrained_pth else [])
+        train(
+            config,
+            split / RECORDS,
+            llm,
+            Path(paths.llava_work_dir(stage)),
+            Path(paths.llava_checkpoint(stage)),
+            log,
+            None,
+            1,
+            s.warmup_ratio,
+            extra_inputs=extra,
+            section="llava",
+        )
+        assert "Iter(train) [40/40]" in log.read_text(errors="replace")
+        export_adapter(config, Path(paths.llava_checkpoint(stage)), Path(paths.llava_export(stage)), False, "2GB", log)
+    if architecture == "internlm2":
+        text = log.read_text(errors="replace")
+        assert "xtflow: attn_implementation sdpa for InternLM2Config" in text
+        assert "xtflow: plain RoPE in training for 4 dynamic-NTK rotary embeddings" in text
+    merge_llava(llm, encoder, Path(paths.llava_export("finetune")), Path(paths.LLAVA_MERGED), "cpu", "2GB")
+    merged = json.loads((Path(paths.LLAVA_MERGED) / "llm" / "config.json").read_text(encoding="utf-8"))
+    assert merged["torch_dtype"] == json.loads((llm / "config.json").read_text(encoding="utf-8"))["torch_dtype"]
+    run = LlavaRun(RunSettings("internlm2_chat", ""), llm, encoder)
+    exports = {"finetuned": Path(paths.llava_export("finetune")), "merged": Path(paths.LLAVA_MERGED)}
+    scores = evaluate_llava(
+        exports, run, Path(paths.llava_data("test")), 8, tmp_path / "s.csv", tmp_path / "r.csv", "cuda"
+    )
+    assert scores["finetuned"]["images"] == 24 and scores["merged"]["images"] == 24

@@ -67,12 +67,14 @@ def test_config_readme_documents_every_key() -> None:
 
 
 def test_root_snakefile_keeps_the_default_target(tmp_path: Path) -> None:
-    """`snakemake` from the root (or -s <repo>/Snakefile) plans the whole workflow, not nothing."""
+    """`snakemake` from the root (or -s <repo>/Snakefile) plans the whole workflow, not nothing; the LLaVA
+    target is not part of it (its own target: `snakemake llava`)."""
     from conftest import snakemake
 
     write_config(tmp_path, default_config())
     proc = snakemake(tmp_path, "-n", check=True)
     assert {"train", "merge", "evaluate"} <= planned_jobs(proc.stdout)
+    assert not [job for job in planned_jobs(proc.stdout) if job.startswith("llava")]
 
 
 def test_workflow_parses_without_xtflow_installed(tmp_path: Path) -> None:

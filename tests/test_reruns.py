@@ -21,6 +21,7 @@ from conftest import (
     HubRun,
     closed_port,
     completed_config,
+    dry_run_with,
     hub_config,
     hub_env,
     planned_jobs,
@@ -34,19 +35,11 @@ DOWNSTREAM_OF_HYPERPARAMS = {"xtuner_config", "train", "adapter", "merge"}
 
 
 def _dry_run_with(completed_run: Path, tmp_path: Path, change: dict[str, Any], *extra: str) -> set[str]:
-    config = completed_config()
-    for dotted, value in change.items():
-        set_key(config, dotted, value)
-    override = tmp_path / "changed.yaml"
-    override.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     # the README's table is about results/final_model (the default target adds evaluation and report)
-    # targets before --configfile, which takes every word after it as a file
-    proc = snakemake(
-        completed_run, "-n", *(extra or ["results/final_model"]), "--configfile", str(override), check=True
-    )
-    jobs = planned_jobs(proc.stdout)
+    output = dry_run_with(completed_run, tmp_path, change, *(extra or ["results/final_model"]))
+    jobs = planned_jobs(output)
     if not jobs:
-        assert "Nothing to be done" in proc.stdout + proc.stderr
+        assert "Nothing to be done" in output
     return jobs
 
 

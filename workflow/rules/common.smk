@@ -10,6 +10,7 @@ from xtflow.base_model import check_model_dir
 from xtflow.dataset import not_a_file
 from xtflow.errors import XtflowError
 from xtflow.fsutil import check_writable
+from xtflow.llava_encoder import check_visual_encoder
 from xtflow.publish import card_settings
 from xtflow.push import check_ready
 from xtflow.settings import typed_command_line, validate
@@ -36,9 +37,27 @@ def _checked_config(raw):
                 print(plan, file=sys.stderr)
         elif base["path"] is not None:
             check_model_dir(Path(base["path"]))
+        _check_llava_inputs(checked["llava"])
     except XtflowError as e:
         sys.exit(f"xtflow: error: {e}")
     return checked, model
+
+
+def _check_llava_inputs(llava):
+    """The LLaVA target's local inputs exist (the records themselves are checked by rule llava_data)."""
+    if llava["llm"] is not None:
+        check_model_dir(Path(llava["llm"]), "llava.llm")
+    if llava["visual_encoder"]["path"] is not None:
+        check_visual_encoder(Path(llava["visual_encoder"]["path"]))
+    for split in paths.LLAVA_SPLITS:
+        given = llava["data"][split]
+        if given is not None and not Path(given["json"]).is_file():
+            raise XtflowError(f"config key 'llava.data.{split}.json': '{given['json']}' does not exist")
+        if given is not None and not Path(given["images"]).is_dir():
+            raise XtflowError(f"config key 'llava.data.{split}.images': '{given['images']}' is not a directory")
+    projector = llava["pretrained_projector"]
+    if projector is not None and not Path(projector).exists():
+        raise XtflowError(f"config key 'llava.pretrained_projector': '{projector}' does not exist")
 
 
 _validated, HUB_MODEL = _checked_config(config)
@@ -115,6 +134,41 @@ def gres_resource(device, count):
     if TRAIN["gpu_request"] != "gres" or not n:
         return ""
     return ":".join(["gpu", *([TRAIN["gpu_model"]] if TRAIN["gpu_model"] else []), str(n)])
+
+
+# The LLaVA target (rules/llava.smk).
+LLAVA = config["llava"]
+LLAVA_LLM = paths.llava_llm(LLAVA)
+LLAVA_VISUAL_ENCODER = paths.llava_visual_encoder(LLAVA)
+
+
+def llava_checkpoint(stage):
+    """A stage's final checkpoint; for pretrain, the pretrained projector instead where one is given
+    (the pretrain stage then never runs)."""
+    if stage == "pretrain" and LLAVA["pretrained_projector"] is not None:
+        return LLAVA["pretrained_projector"]
+    return paths.llava_checkpoint(stage)
+
+
+def llava_train_input(wildcards):
+    inputs = dict(
+        config=paths.llava_xtuner_config(wildcards.stage),
+        data=paths.llava_data(wildcards.stage),
+        llm=LLAVA_LLM,
+        visual_encoder=LLAVA_VISUAL_ENCODER,
+    )
+    if wildcards.stage == "finetune":
+        inputs["projector"] = llava_checkpoint("pretrain")
+    return inputs
+
+
+def llava_stage_settings(wildcards):
+    """Exactly the values a stage's XTuner config holds (so only a change of one rewrites it)."""
+    from dataclasses import asdict
+
+    from xtflow.llava_config import stage_settings
+
+    return asdict(stage_settings(LLAVA, wildcards.stage, LLAVA_LLM, LLAVA_VISUAL_ENCODER, llava_checkpoint("pretrain")))
 
 
 def share_rule_graph():

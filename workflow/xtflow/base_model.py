@@ -32,8 +32,9 @@ def _subdirs_with_config(root: Path, depth: int = 3) -> list[Path]:
     return found
 
 
-def model_dir_problem(path: Path) -> str | None:
-    """What makes `path` no usable Hugging Face model directory (e.g. "has no tokenizer (...)"), or None."""
+def model_dir_problem(path: Path, tokenizer: bool = True) -> str | None:
+    """What makes `path` no usable Hugging Face model directory (e.g. "has no tokenizer (...)"), or None.
+    `tokenizer`: whether it needs one (an LLM does, a vision tower does not)."""
     if not path.exists():
         return "does not exist"
     if not path.is_dir():
@@ -41,7 +42,9 @@ def model_dir_problem(path: Path) -> str | None:
     if not (path / "config.json").is_file():
         inside = _subdirs_with_config(path)
         return "has no config.json" + (f"; did you mean '{inside[0]}'?" if inside else " and no subdirectory has one")
-    if not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES):
+    if tokenizer and (
+        not (path / "tokenizer_config.json").is_file() or not any((path / f).is_file() for f in TOKENIZER_FILES)
+    ):
         return f"has no tokenizer (needs tokenizer_config.json and one of {', '.join(TOKENIZER_FILES)})"
     # is_file: a link whose target is gone (a deleted cache) is no weight file
     if not any(p.is_file() for pattern in WEIGHT_PATTERNS for p in path.glob(pattern)):
@@ -49,11 +52,11 @@ def model_dir_problem(path: Path) -> str | None:
     return None
 
 
-def check_model_dir(path: Path) -> None:
+def check_model_dir(path: Path, key: str = KEY) -> None:
     """Raise XtflowError (one line, naming the key and the path) unless `path` is a usable HF model directory."""
     problem = model_dir_problem(path)
     if problem:
-        raise XtflowError(f"config key '{KEY}': '{path}' {problem}")
+        raise XtflowError(f"config key '{key}': '{path}' {problem}")
 
 
 def link_model(src: Path, out: Path) -> None:

@@ -4,9 +4,12 @@
     python -m xtflow.chat --model base         # the base model, for comparison
     python -m xtflow.chat --model adapter      # base + results/hf_adapter (before merging)
     python -m xtflow.chat -q "Who are you?"    # one-shot: answer on stdout, exit 0
+    python -m xtflow.chat --image cat.png      # the LLaVA target's fine-tuned model, about an image
+    python -m xtflow.chat --model llava_merged --image cat.png -q "What colour is the cat?"
 
 Interactive use follows `xtuner chat`: an empty line sends what you typed (so a
-message may span lines), RESET clears the history, EXIT quits.
+message may span lines), RESET clears the history, EXIT quits. With an image, it goes
+before the first question, as in `xtuner chat --llava ... --image`.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import NoReturn
 
 from xtflow.chat_model import MODELS, ChatModel, RunSettings, Sampling, model_paths
 from xtflow.errors import XtflowError
+from xtflow.llava_model import LLAVA_MODELS, LlavaChatModel, load_image
 
 
 def read_message(
@@ -90,7 +94,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = OneLineParser(
         prog="python -m xtflow.chat", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", choices=list(MODELS), default="final", help="which model to talk to (default: final)")
+    p.add_argument(
+        "--model",
+        choices=[*MODELS, *LLAVA_MODELS],
+        help="which model to talk to (default: final; with --image: llava, the LLaVA target's fine-tuned model)",
+    )
+    p.add_argument("--image", type=Path, help="an image to talk about (a LLaVA model)")
     p.add_argument("-q", "--question", help="one-shot: print the answer to this question and exit")
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run's directory (default: .)")
     p.add_argument("--config", type=Path, help="the run's config (default: WORKDIR/config/config.yaml)")
@@ -105,10 +114,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    config = args.config or args.workdir / "config" / "config.yaml"
+    which = args.model or ("llava" if args.image else "final")
     try:
-        settings = RunSettings.from_config(args.config or args.workdir / "config" / "config.yaml")
-        model_dir, adapter_dir = model_paths(args.model, args.workdir)
-        chat = ChatModel(model_dir, settings, adapter_dir, args.device)
+        if args.image is not None and which not in LLAVA_MODELS:
+            raise XtflowError(f"--image needs a LLaVA model (--model {' or '.join(LLAVA_MODELS)}), not '{which}'")
+        if which in LLAVA_MODELS:
+            image = load_image(args.image) if args.image is not None else None  # refused before loading the model
+            chat: ChatModel = LlavaChatModel.load(which, args.workdir, config, args.device).with_image(image)
+        else:
+            model_dir, adapter_dir = model_paths(which, args.workdir)
+            chat = ChatModel(model_dir, RunSettings.from_config(config), adapter_dir, args.device)
     except XtflowError as e:
         print(f"xtflow: error: {e}", file=sys.stderr)
         return 1

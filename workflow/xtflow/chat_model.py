@@ -40,12 +40,17 @@ class RunSettings:
 
     @classmethod
     def from_config(cls, path: Path) -> RunSettings:
-        from xtflow.settings import load_config_file, validate
-
-        if not path.is_file():
-            raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
-        cfg = validate(load_config_file(path))
+        cfg = run_config(path)
         return cls(prompt_template=cfg["xtuner"]["prompt_template"], system=cfg["xtuner"]["system"])
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """The run's config, validated, defaults filled in."""
+    from xtflow.settings import load_config_file, validate
+
+    if not path.is_file():
+        raise XtflowError(f"{path}: no config file here (run from the workflow's directory or pass --config)")
+    return validate(load_config_file(path))
 
 
 def model_paths(which: str, workdir: Path) -> tuple[Path, Path | None]:
@@ -162,7 +167,14 @@ class ChatModel:
         bos = [self.tokenizer.bos_token_id] if self.tokenizer.bos_token_id is not None else []
         return bos + self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
+    def generation_inputs(self, history: list[tuple[str, str]], question: str) -> dict[str, Any]:
+        """What `generate` gets for this prompt: token ids and their attention mask."""
+        import torch
+
+        ids = torch.tensor([self.token_ids(self.prompt(history, question))], device=self.device)
+        return dict(input_ids=ids, attention_mask=torch.ones_like(ids))
+
+    def generate_kwargs(self, sampling: Sampling) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=stop_token_ids(self.tokenizer, self.template, self.model.generation_config.eos_token_id),
@@ -183,7 +195,7 @@ class ChatModel:
             text = text.split(stop)[0]
         return text
 
-    def _clean(self, text: str) -> str:
+    def clean(self, text: str) -> str:
         return self._visible(text).strip()
 
     # -- generation ----------------------------------------------------------------
@@ -206,13 +218,10 @@ class ChatModel:
         from transformers import TextIteratorStreamer
 
         torch.manual_seed(sampling.seed)
-        tokens = self.token_ids(self.prompt(history, question))
-        self.check_fits(len(tokens), sampling.max_new_tokens)
-        ids = torch.tensor([tokens], device=self.device)
+        inputs = self.generation_inputs(history, question)
+        self.check_fits(inputs["attention_mask"].shape[1], sampling.max_new_tokens)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        kwargs = dict(
-            input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer, **self._generate_kwargs(sampling)
-        )
+        kwargs = dict(**inputs, streamer=streamer, **self.generate_kwargs(sampling))
         failed: list[BaseException] = []
 
         def generate() -> None:
@@ -266,7 +275,7 @@ class ChatModel:
             ids = torch.tensor([[pad] * (width - len(b)) + b for b in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(b)) + [1] * len(b) for b in batch], device=self.device)
             with torch.no_grad():
-                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self._generate_kwargs(sampling))
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, **self.generate_kwargs(sampling))
             for row in gen[:, width:]:
-                out.append(self._clean(self.tokenizer.decode(row, skip_special_tokens=True)))
+                out.append(self.clean(self.tokenizer.decode(row, skip_special_tokens=True)))
         return out

@@ -374,7 +374,7 @@ def evaluate(
     for label, path in (("base", base), ("final", final)):
         judged += ask(ChatModel(path, settings, device=device), label, probes, max_new_tokens, judge_reply)
     rows = summarize(judged, retention_basis)
-    atomic_write_text(out_summary, _csv(rows, SUMMARY_FIELDS))
+    atomic_write_text(out_summary, csv_text(rows, SUMMARY_FIELDS))
     write_replies(judged, out_replies)
     return rows
 
@@ -382,7 +382,7 @@ def evaluate(
 def write_replies(judged: list[Judged], path: Path) -> None:
     """replies.csv, every field quoted: a reply may hold a bare carriage return, which minimal quoting with
     "\n" line ends leaves unquoted (a reader then splits the row there)."""
-    atomic_write_text(path, _csv([j.row() for j in judged], REPLY_FIELDS, csv.QUOTE_ALL))
+    atomic_write_text(path, csv_text([j.row() for j in judged], REPLY_FIELDS, csv.QUOTE_ALL))
 
 
 def read_summary(path: Path) -> dict[tuple[str, str, str], dict[str, float]]:
@@ -408,7 +408,8 @@ def summary_columns(path: Path) -> dict[str, dict[str, str]]:
     return wide
 
 
-def _csv(rows: list[dict[str, str]], fields: list[str], quoting: int = csv.QUOTE_MINIMAL) -> str:
+def csv_text(rows: list[dict[str, str]], fields: list[str], quoting: int = csv.QUOTE_MINIMAL) -> str:
+    """Rows as CSV text (missing fields empty)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, restval="", lineterminator="\n", quoting=quoting)
     writer.writeheader()

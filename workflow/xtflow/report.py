@@ -192,6 +192,31 @@ def replies_page(replies_csv: Path, out_html: Path) -> int:
     return failures
 
 
+def llava_evaluation_page(summary_csv: Path, replies_csv: Path, out_html: Path, examples: int = 12) -> None:
+    """The LLaVA target's held-out accuracy per model, and the first replies of each."""
+    with summary_csv.open(encoding="utf-8", newline="") as f:
+        summary = list(csv.DictReader(f))
+    with replies_csv.open(encoding="utf-8", newline="") as f:
+        replies = list(csv.DictReader(f))
+    shown = [r for m in summary for r in [x for x in replies if x["model"] == m["model"]][:examples]]
+    body = (
+        _table(
+            ["model", "images", "right", "accuracy [95% interval]", "baseline"],
+            [
+                [r["model"], r["images"], r["right"], f"{r['accuracy']} [{r['low']}, {r['high']}]", r["baseline"]]
+                for r in summary
+            ],
+        )
+        + "<p>accuracy: held-out test images whose reply holds the reference answer (greedy), with its Wilson "
+        "95% interval; baseline: the share "
+        "of the most common answer, what always giving it scores (chance, on the generated set). projector_only: "
+        "after pretraining (LLM and visual encoder as given, the projector trained); finetuned: after LoRA "
+        "fine-tuning of LLM and visual encoder.</p><h3>Replies</h3>"
+        + _table(["model", "image", "question", "reference", "reply", "right"], [list(r.values()) for r in shown])
+    )
+    atomic_write_text(out_html, _page("LLaVA: held-out image accuracy", body))
+
+
 def dataset_statistics(dataset: Path, tokenizer_dir: Path) -> tuple[dict[str, float], Counter, list[int]]:
     """Records, unique (system, input, output) conversations, duplicate share and token lengths of the
     training set: (the statistics, the count of each conversation, the token length of each record)."""

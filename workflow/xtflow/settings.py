@@ -17,6 +17,7 @@ import yaml
 
 from xtflow.errors import XtflowError
 from xtflow.general_set import general_qa
+from xtflow.llava_config import check_llava_patchable
 from xtflow.push import check_repo
 from xtflow.xtuner_config import check_patchable
 
@@ -229,14 +230,7 @@ def check_semantics(cfg: dict[str, Any]) -> None:
             f"config key 'dataset.general_records': the general set has {len(general_qa())} "
             f"questions, got {cfg['dataset']['general_records']}"
         )
-    if xt["device"] == "cpu" and xt["load_in_4bit"]:
-        raise XtflowError(
-            "config key 'xtuner.load_in_4bit': 4-bit (QLoRA) needs xtuner.device: cuda; set it false on CPU"
-        )
-    if xt["device"] == "cpu" and xt["dtype"] != "float32":
-        raise XtflowError(
-            f"config key 'xtuner.dtype': {xt['dtype']} training needs a GPU; use float32 with xtuner.device: cpu"
-        )
+    check_precision("xtuner", xt)
     if cfg["train"]["deepspeed"] and xt["device"] != "cuda":
         raise XtflowError("config key 'train.deepspeed': DeepSpeed needs xtuner.device: cuda")
     if cfg["train"]["gpus"] > 1 and xt["device"] != "cuda":
@@ -262,3 +256,31 @@ def check_semantics(cfg: dict[str, Any]) -> None:
         check_repo(cfg["publish"]["hub"], f"publish.{key}", cfg["publish"][key])
     # the base config must patch: fail before any job runs
     check_patchable(xt["base_config"], xt)
+    check_llava(cfg["llava"])
+
+
+def check_precision(section: str, values: dict[str, Any]) -> None:
+    """4-bit and half precision need a GPU (`section`: xtuner or llava)."""
+    if values["device"] == "cpu" and values["load_in_4bit"]:
+        raise XtflowError(
+            f"config key '{section}.load_in_4bit': 4-bit (QLoRA) needs {section}.device: cuda; set it false on CPU"
+        )
+    if values["device"] == "cpu" and values["dtype"] != "float32":
+        raise XtflowError(
+            f"config key '{section}.dtype': {values['dtype']} training needs a GPU; "
+            f"use float32 with {section}.device: cpu"
+        )
+
+
+def check_llava(llava: dict[str, Any]) -> None:
+    """The LLaVA section's cross-key rules; its two XTuner configs must patch."""
+    check_precision("llava", llava)
+    if llava["merge"]["device"] != "cpu" and llava["device"] == "cpu":
+        raise XtflowError("config key 'llava.merge.device': a CPU run merges on cpu")
+    tiny = llava["visual_encoder"]["tiny"]
+    if tiny["image_size"] % tiny["patch_size"] or tiny["hidden_size"] % tiny["num_heads"]:
+        raise XtflowError(
+            "config key 'llava.visual_encoder.tiny': image_size must be a multiple of patch_size, "
+            "hidden_size a multiple of num_heads"
+        )
+    check_llava_patchable(llava)

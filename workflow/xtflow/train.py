@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xtflow.errors import XtflowError, warn
 from xtflow.progress import mmengine_iteration
@@ -90,14 +91,25 @@ def conversation_length(cfg) -> Callable[[list[dict]], int]:
     return length
 
 
+def record_turns(record: dict) -> list[dict]:
+    """A record's turns in XTuner's conversation format: as given, or from LLaVA's format (`conversations`
+    of human and gpt turns, `<image>` first in its turn), as XTuner's `llava_map_fn` makes them."""
+    if "conversations" not in record:
+        return record["conversation"]
+    from xtuner.dataset.map_fns import llava_map_fn
+
+    return llava_map_fn(json.loads(json.dumps(record)))["conversation"]  # (it edits the turns it is given)
+
+
 def record_lengths(cfg, records: list[dict]) -> list[int]:
-    """Tokens of each record (`conversation_length`). Identical records are encoded once."""
+    """Tokens of each record (`conversation_length`; a LLaVA record's image counts one, its features come on
+    top). Identical records are encoded once."""
     length = conversation_length(cfg)
     by_text: dict[str, int] = {}
     for record in records:
         key = json.dumps(record, sort_keys=True, ensure_ascii=False)
         if key not in by_text:
-            by_text[key] = length(record["conversation"])
+            by_text[key] = length(record_turns(record))
     return [by_text[json.dumps(record, sort_keys=True, ensure_ascii=False)] for record in records]
 
 
@@ -110,7 +122,7 @@ def identity_cut(
     for record, n in zip(records, lengths):
         if n <= cfg.max_length:
             continue
-        turns = record["conversation"]
+        turns = record_turns(record)
         for k, turn in enumerate(turns):
             if turn["output"] in identity_answers:
                 end = length(turns[: k + 1])
@@ -159,17 +171,18 @@ def check_identity_fits(plan: TrainPlan) -> None:
         )
 
 
-def check_plan(plan: TrainPlan, warmup_ratio: float) -> None:
-    """Refuse a training XTuner would crash on or silently ruin (the tiny-dataset warmup trap)."""
+def check_plan(plan: TrainPlan, warmup_ratio: float, section: str = "xtuner") -> None:
+    """Refuse a training XTuner would crash on or silently ruin (the tiny-dataset warmup trap).
+    `section` is where the config keys live (`xtuner`, or `llava` for the LLaVA stages)."""
     if plan.samples == 0:
         raise XtflowError(
             "training set: 0 samples left after XTuner's processing: every record's prompt fills "
-            "xtuner.max_length, leaving no answer tokens to learn (raise max_length or shorten the records)"
+            f"{section}.max_length, leaving no answer tokens to learn (raise max_length or shorten the records)"
         )
     if warmup_ratio > 0 and plan.warmup_iters < 2:
         need = 2 / (plan.max_epochs * plan.iters_per_epoch)
         raise XtflowError(
-            f"config key 'xtuner.warmup_ratio': {warmup_ratio} x {plan.max_epochs} epoch(s) x "
+            f"config key '{section}.warmup_ratio': {warmup_ratio} x {plan.max_epochs} epoch(s) x "
             f"{plan.iters_per_epoch} iterations/epoch ({plan.samples} samples) gives {plan.warmup_iters} warmup "
             f"iteration(s); XTuner needs at least 2 (with 0 it crashes, with 1 the learning rate stays near 0). "
             f"Set warmup_ratio >= {math.ceil(need * 1000) / 1000} or 0, or add data"
@@ -237,25 +250,40 @@ def training_software() -> dict[str, str]:
     return {**versions, "xtflow.xtuner_plugins": hashlib.sha256(plugins).hexdigest()}
 
 
-def fingerprint(config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int) -> str:
+def fingerprint(
+    config: Path, data: Path, model: Path, deepspeed: str | None, gpus: int, extra: Sequence[Path] = ()
+) -> str:
     """What a checkpoint depends on: config text, dataset bytes, the base model's files (sizes and times
     of change: weights replaced in place count; their contents are not read, they can be gigabytes; JSON
-    files by content), launch shape and the training software. Paths are not part of it: a copied or
-    moved run keeps its fingerprint."""
+    files by content), launch shape, the training software, and `extra` inputs (a LLaVA stage's visual
+    encoder, images and starting projector: files by content, directories as the model's). Paths are not
+    part of it: a copied or moved run keeps its fingerprint."""
     h = hashlib.sha256()
     for path in (config, data):
         h.update(path.read_bytes())
-    for entry in sorted(model.iterdir()):
+    _digest_dir(h, model)
+    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus, "software": training_software()}).encode())
+    for path in extra:
+        h.update(f"\0{path.name}\0".encode())
+        if path.is_dir():
+            _digest_dir(h, path)
+        else:
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _digest_dir(h: Any, root: Path, prefix: str = "") -> None:
+    """Name, size and time of change of each file below `root` (links followed), the bytes of its JSON files."""
+    for entry in sorted(root.iterdir()):
         target = entry.resolve()
         if target.is_file():
             stat = target.stat()
-            h.update(f"{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            h.update(f"{prefix}{entry.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
             if entry.suffix == ".json":
                 h.update(target.read_bytes())
         else:
-            h.update(f"{entry.name}:dir".encode())
-    h.update(json.dumps({"deepspeed": deepspeed, "gpus": gpus, "software": training_software()}).encode())
-    return h.hexdigest()
+            h.update(f"{prefix}{entry.name}:dir".encode())
+            _digest_dir(h, target, f"{prefix}{entry.name}/")
 
 
 def iteration_of(ckpt: Path) -> int:
@@ -383,7 +411,7 @@ def work_dir_lock(work_dir: Path) -> Iterator[int]:
 NON_FINITE = re.compile(r"NonFiniteLossError: (.+)$", re.M)
 
 
-def training_failure(log: Path, plan: TrainPlan, failure: XtflowError) -> XtflowError:
+def training_failure(log: Path, plan: TrainPlan, failure: XtflowError, lr_key: str = "xtuner.lr") -> XtflowError:
     """The one line for a failed XTuner training: the learning rate named where it is the cause
     (a nan/inf loss, stopped by xtflow.xtuner_plugins.StopAtNonFiniteLoss; an optimizer step that
     overflows 32-bit floats before any loss is seen), else `failure` (XTuner's own last error)."""
@@ -395,8 +423,8 @@ def training_failure(log: Path, plan: TrainPlan, failure: XtflowError) -> Xtflow
     last = last_error_line(log)
     if "without overflow" in last or last.startswith("OverflowError"):
         return XtflowError(
-            f"config key 'xtuner.lr': {plan.lr}: the optimizer's first step overflowed ({last}); "
-            "training stopped there. Lower xtuner.lr"
+            f"config key '{lr_key}': {plan.lr}: the optimizer's first step overflowed ({last}); "
+            f"training stopped there. Lower {lr_key}"
         )
     return failure
 
@@ -434,12 +462,19 @@ def train(
     warmup_ratio: float,
     log_interval: int = 10,
     identity_answers: Sequence[str] = (),
+    extra_inputs: Sequence[Path] = (),
+    section: str = "xtuner",
+    lr_key: str = "xtuner.lr",
 ) -> None:
     """Take the work directory's lock, check the plan, train (resuming an interrupted training of the
-    same inputs, reusing a finished one), publish the final checkpoint."""
+    same inputs, reusing a finished one), publish the final checkpoint.
+
+    `extra_inputs` are further inputs of the training (a LLaVA stage's visual encoder, images, projector),
+    part of the fingerprint; `section` names the config section of max_length and warmup_ratio in
+    messages, `lr_key` the learning rate's key."""
     with work_dir_lock(work_dir) as lock:  # first: a second trainer is refused at once
         plan = plan_training(config, gpus, identity_answers)
-        check_plan(plan, warmup_ratio)
+        check_plan(plan, warmup_ratio, section)
         check_identity_fits(plan)
 
         def say(line: str) -> None:
@@ -454,15 +489,16 @@ def train(
         if not plan.packed and plan.samples < plan.records:
             say(
                 f"xtflow: warning: XTuner dropped {plan.records - plan.samples} of {plan.records} records whose "
-                "prompt fills xtuner.max_length (no answer tokens left to learn)"
+                f"prompt fills {section}.max_length (no answer tokens left to learn)"
             )
         if plan.cut_records:
             warn(
-                f"{plan.cut_records} of {plan.records} training records are longer than xtuner.max_length "
+                f"{plan.cut_records} of {plan.records} training records are longer than {section}.max_length "
                 f"{plan.max_length}: XTuner cuts them there ({plan.cut_tokens} tokens never learned; the longest "
                 f"record has {max(plan.lengths)})"
             )
-        start = prepare_work_dir(work_dir, fingerprint(config, data, model, deepspeed, gpus), plan, say)
+        fp = fingerprint(config, data, model, deepspeed, gpus, extra_inputs)
+        start = prepare_work_dir(work_dir, fp, plan, say)
         if start.finished is None:
             args = [str(config), "--work-dir", str(work_dir)]
             if start.resume_from is not None:
@@ -475,7 +511,7 @@ def train(
             try:
                 run_tool("train", args, log, gpus=gpus, env=env, progress=mmengine_iteration, keep_fds=(lock,))
             except XtflowError as failure:
-                raise training_failure(log, plan, failure) from None
+                raise training_failure(log, plan, failure, lr_key) from None
             (work_dir / FINISHED).write_text(last_checkpoint(work_dir).name + "\n", encoding="utf-8")
         # (With packing, XTuner shuffles before packing: its sample count can differ by one from the plan's.)
         publish_checkpoint(last_checkpoint(work_dir), handle)

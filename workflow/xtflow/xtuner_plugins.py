@@ -2,7 +2,8 @@
 
 `xtflow.xtuner_config` writes `type=FastLoraSupervisedFinetune` for the model and
 `type=BatchedEvaluateChatHook` for the sampling hook (and imports them from here), so
-`python -m xtuner.tools.train <written config>` by hand trains exactly as the `train` rule does.
+`python -m xtuner.tools.train <written config>` by hand trains exactly as the `train` rule does
+(the LLaVA configs name `FastLoraLLaVAModel` likewise).
 They change how fast a step runs and how sampling is bounded, not what is learned
 (docs/benchmarks.md):
 
@@ -14,6 +15,9 @@ They change how fast a step runs and how sampling is bounded, not what is learne
   attention to its default, it asks for torch's SDPA if the model's class supports it
   (`prepare_attention`: InternLM2, whose remote code otherwise runs eager attention), and InternLM2's
   dynamic-NTK rotary embedding runs its plain path in training (`static_rope_in_training`).
+- `FastLoraLLaVAModel`: XTuner's `LLaVAModel` with the same LoRA preparation, attention choice and
+  rotary embedding change for its LLM, which can generate from embeddings (`xtflow.remote_code`).
+- `LLaVADatasetWithProcesses`: XTuner's `LLaVADataset` with a bound on its text-processing processes.
 - `BatchedEvaluateChatHook`: XTuner's `EvaluateChatHook` that keeps to the configured bound before
   training too, samples all prompts in one batch, does not sample the same weights twice at the
   end, optionally skips the sample before training (`xtuner.evaluation_before_train`) and logs
@@ -24,6 +28,7 @@ They change how fast a step runs and how sampling is bounded, not what is learne
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import types
@@ -35,11 +40,13 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.runner import load_checkpoint
 from peft import get_peft_model
+from xtuner.dataset import LLaVADataset
 from xtuner.engine.hooks import EvaluateChatHook
-from xtuner.model import SupervisedFinetune
+from xtuner.model import LLaVAModel, SupervisedFinetune
 from xtuner.model.utils import find_all_linear_names
 
 from xtflow.base_model import linear_layer_names, output_layer_name
+from xtflow.remote_code import generate_from_embeddings
 
 
 def prepare_lora_keeping_dtype(
@@ -170,6 +177,22 @@ def lora_target_names(model: Any, targets: str | Sequence[str] | None) -> list[s
     return sorted(targets)
 
 
+def add_lora(model: Any, lora: Any) -> Any:
+    """peft's LoRA on the layers `lora_target_names` picks for `lora.target_modules`."""
+    lora.target_modules = lora_target_names(model, lora.target_modules)
+    return get_peft_model(model, lora)
+
+
+def prepare_lora_llm(llm: Any, lora: Any, use_activation_checkpointing: bool, compile_layers: bool) -> Any:
+    """xtflow's LoRA preparation of an LLM (see the module's docstring); returns the peft model."""
+    llm = add_lora(prepare_lora_keeping_dtype(llm, use_activation_checkpointing), lora)
+    if half_precision(llm):
+        skip_lora_input_cast(llm)
+    if compile_layers:
+        print_log(f"xtflow: torch.compile of {compile_decoder_layers(llm)} decoder layers", "current")
+    return llm
+
+
 def sdpa_supported(model_path: str, llm_config: Any) -> bool:
     """Whether the class from_pretrained builds for this model (remote code resolved) declares SDPA support."""
     from transformers import AutoModelForCausalLM
@@ -196,7 +219,12 @@ def prepare_attention(cfg: Any, llm_config: Any) -> Any:
     gradients agree to rounding) without storing it. An older InternLM2 code without an SDPA class
     (`_supports_sdpa` unset) keeps eager.
     """
-    cfg = SupervisedFinetune._prepare_for_flash_attn(cfg, llm_config)
+    return prefer_sdpa(SupervisedFinetune._prepare_for_flash_attn(cfg, llm_config), llm_config)
+
+
+def prefer_sdpa(cfg: Any, llm_config: Any) -> Any:
+    """torch's SDPA for the model dict `cfg` where XTuner's choice left the model's default and the model's
+    class supports it (`prepare_attention`)."""
     if cfg.get("attn_implementation") is None and sdpa_supported(cfg.pretrained_model_name_or_path, llm_config):
         cfg.attn_implementation = "sdpa"
         print_log(f"xtflow: attn_implementation sdpa for {type(llm_config).__name__}", "current")
@@ -245,15 +273,33 @@ class FastLoraSupervisedFinetune(SupervisedFinetune):
         return llm
 
     def _prepare_for_lora(self, peft_model: Any = None, use_activation_checkpointing: bool = True) -> None:
-        self.llm = prepare_lora_keeping_dtype(self.llm, use_activation_checkpointing)
-        self.lora.target_modules = lora_target_names(self.llm, self.lora.target_modules)
-        self.llm = get_peft_model(self.llm, self.lora)
+        self.llm = prepare_lora_llm(self.llm, self.lora, use_activation_checkpointing, self.compile_layers)
         if peft_model is not None:
             load_checkpoint(self, peft_model)
-        if half_precision(self.llm):
-            skip_lora_input_cast(self.llm)
-        if self.compile_layers:
-            print_log(f"xtflow: torch.compile of {compile_decoder_layers(self.llm)} decoder layers", "current")
+
+
+class FastLoraLLaVAModel(LLaVAModel):
+    """XTuner's LLaVAModel with xtflow's LoRA preparation, attention choice and rotary embeddings for the
+    LLM (as FastLoraSupervisedFinetune's) and LoRA layers of the visual encoder listed in a fixed order."""
+
+    def __init__(self, *args: Any, compile_layers: bool = False, **kwargs: Any) -> None:
+        self.compile_layers = compile_layers  # read by _prepare_llm_for_lora, which the base __init__ calls
+        super().__init__(*args, **kwargs)
+        if count := static_rope_in_training(self.llm):
+            print_log(f"xtflow: plain RoPE in training for {count} dynamic-NTK rotary embeddings", "current")
+        generate_from_embeddings(self.llm)  # EvaluateChatHook samples from the image's embeddings
+
+    @staticmethod
+    def _prepare_for_flash_attn(cfg: Any, llm_cfg: Any) -> tuple[Any, Any]:
+        cfg, llm_cfg = LLaVAModel._prepare_for_flash_attn(cfg, llm_cfg)
+        return prefer_sdpa(cfg, llm_cfg), llm_cfg
+
+    def _prepare_llm_for_lora(self, lora_config: Any, use_activation_checkpointing: bool = True) -> None:
+        lora = self._parse_lora_config(lora_config)
+        self.llm = prepare_lora_llm(self.llm, lora, use_activation_checkpointing, self.compile_layers)
+
+    def _prepare_visual_encoder_for_lora(self, lora_config: Any, use_activation_checkpointing: bool = True) -> None:
+        self.visual_encoder = add_lora(self.visual_encoder, self._parse_lora_config(lora_config))
 
 
 class BatchedEvaluateChatHook(EvaluateChatHook):
@@ -344,6 +390,26 @@ class BatchedEvaluateChatHook(EvaluateChatHook):
 
     def after_run(self, runner: Any) -> None:
         runner.logger.info(f"xtflow: EvaluateChatHook sampling took {self.seconds:.2f} s in {self.calls} calls")
+
+
+class LLaVADatasetWithProcesses(LLaVADataset):
+    """XTuner's LLaVADataset whose text processing maps with `map_num_proc` processes.
+
+    LLaVADataset has no such argument: it always calls `process_hf_dataset` with its default of 32
+    processes, capped only at the record count (8 dataset passes each forking 32 processes: a minute
+    of start-up on 2 cores). The module-level function is bound to the count while the base class
+    builds the dataset, and restored after.
+    """
+
+    def __init__(self, *args: Any, map_num_proc: int = 32, **kwargs: Any) -> None:
+        import xtuner.dataset.llava as llava_module
+
+        process = llava_module.process_hf_dataset
+        llava_module.process_hf_dataset = functools.partial(process, map_num_proc=map_num_proc)
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            llava_module.process_hf_dataset = process
 
 
 class NonFiniteLossError(FloatingPointError):
