@@ -220,10 +220,7 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
         if _stopping.is_set():
             return
         write_config(run.workdir, spec.config(*([first.workdir] if first else [])))
-        cmd, env = snakemake_call(run.workdir, spec.targets, None)
-        logs = run.workdir.parent
-        with (logs / "snakemake.stdout").open("w") as out, (logs / "snakemake.stderr").open("w") as err:
-            run.process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
+        run.process = start_snakemake(run.workdir, *spec.targets, output=run.workdir.parent)
 
     if first is None:
         launch()
@@ -289,10 +286,15 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run.workdir
 
 
-def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    """Real Snakemake in the background, in a process group of its own (so a test can signal it)."""
+def start_snakemake(workdir: Path, *args: str, output: Path | None = None) -> subprocess.Popen:
+    """Real Snakemake in the background, in a process group of its own (so a test can signal it); its
+    output to `output`/snakemake.stdout and .stderr, or nowhere."""
     cmd, env = snakemake_call(workdir, args, None)
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    if output is None:
+        quiet = subprocess.DEVNULL
+        return subprocess.Popen(cmd, stdout=quiet, stderr=quiet, env=env, start_new_session=True)
+    with (output / "snakemake.stdout").open("w") as out, (output / "snakemake.stderr").open("w") as err:
+        return subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
 
 
 def xtuner_processes_in(workdir: Path) -> list[str]:

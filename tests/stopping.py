@@ -113,20 +113,6 @@ def locked_by_a_process(lock: Path) -> bool:
     return False
 
 
-def trainings_in(workdir: Path) -> list[str]:
-    """Command lines of XTuner processes running in `workdir` (other tests may train elsewhere)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-        except OSError:
-            continue
-        if "xtuner_tools" in cmd and Path(cwd) == workdir:
-            found.append(cmd)
-    return found
-
-
 def leftovers(workdir: Path) -> list[str]:
     """Temporary files and directories of xtflow's atomic writes (`.<name>.tmp-*`) under results/ and resources/."""
     return sorted(

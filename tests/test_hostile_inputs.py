@@ -40,8 +40,9 @@ from conftest import (
     snakemake,
     snakemake_call,
     write_config,
+    xtuner_processes_in,
 )
-from stopping import leftovers, locked_by_a_process, stop_in_first_stage_of, trainings_in
+from stopping import leftovers, locked_by_a_process, stop_in_first_stage_of
 from xtflow.errors import XtflowError
 
 
@@ -505,7 +506,7 @@ def interrupted(quick_run: tuple, tmp_path_factory: pytest.TempPathFactory) -> I
         print(f"stopped {stop.stage} by {stop.signal} {stop.delay:.2f} s after it started")
         assert not stop.finished_before, f"{stop.stage} had ended before {stop.signal} (XTFLOW_KILL_SEED={seed})"
         time.sleep(0.5)
-        assert not trainings_in(project), f"XTuner outlived the run stopped by {stop.signal} in {stop.stage}"
+        assert not xtuner_processes_in(project), f"XTuner outlived the run stopped by {stop.signal} in {stop.stage}"
         if stop.stage == "train" and stop.signal == "SIGINT":
             result.checkpoints_at_ctrl_c = _checkpoints(work)
         if stop.stage == "train":  # the run after the last stop in train trains to the end
