@@ -230,7 +230,7 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
     return run
 
 
-LONG_RUNS = {"completed_run", "tutorial_run", "balanced_run", "llava_run"}
+LONG_RUNS = {"completed_run", "tutorial_run", "balanced_run", "llava_run", "slurm_run"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -263,6 +263,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     _stopping.set()
+    for proc in list(_running):  # a background task's process: its task then cleans up
+        os.killpg(proc.pid, signal.SIGKILL)
+    if "slurm_run" in _tasks:  # the cluster goes down before the session ends
+        _tasks["slurm_run"].thread.join(timeout=150)
     for run in _started.values():  # a run no test waited for (-x, a keyboard interrupt): stop it
         if run.starter is not None:
             run.starter.join(timeout=5)
@@ -371,22 +375,60 @@ def build_llava_run(factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+def _wait_for_long_runs(but: str) -> None:
+    """Until every started shared run and every background task but `but` has ended (failed or not), or the
+    session ends."""
+
+    def busy() -> bool:
+        runs = list(_started.values())
+        starting = any(r.starter is not None and r.starter.is_alive() for r in runs)
+        running = any(r.process is not None and r.process.poll() is None for r in runs)
+        return starting or running or any(t.thread.is_alive() for name, t in list(_tasks.items()) if name != but)
+
+    while busy() and not _stopping.is_set():
+        time.sleep(1)
+
+
+def slurm_config() -> dict[str, Any]:
+    """Every stage, shortened: how the jobs run is tested on SLURM, not what they learn."""
+    config = default_config()
+    config["base_model"]["general_skill"]["epochs"] = 10
+    config["base_model"]["tiny"].update(hidden_size=64, intermediate_size=128, num_layers=2)
+    config["xtuner"]["max_epochs"] = 2
+    return config
+
+
+_running: list[subprocess.Popen] = []  # what background tasks run now: stopped if the session ends first
+
+
+def build_slurm_run(factory: pytest.TempPathFactory) -> Any:
+    """slurm_config() through the SLURM profile on a one-node cluster (tests/slurmrun.py). It starts once the
+    long shared runs have ended: it mostly waits on SLURM, so it runs beside the tests that read those runs
+    instead of competing with their training for the cores."""
+    from slurmrun import run_on_slurm
+
+    _wait_for_long_runs(but="slurm_run")
+    if _stopping.is_set():
+        raise AssertionError("the session ended before the SLURM run started")
+    return run_on_slurm(factory.mktemp("slurm") / "run", slurm_config(), _running)
+
+
 class BackgroundTask:
     """A shared run built by several steps (not one Snakemake call), in a thread of its own."""
 
-    def __init__(self, build: Callable[[], Path]) -> None:
-        self.value: Path | None = None
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.value: Any = None
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, args=(build,), daemon=True)
         self.thread.start()
 
-    def _run(self, build: Callable[[], Path]) -> None:
+    def _run(self, build: Callable[[], Any]) -> None:
         try:
             self.value = build()
         except BaseException as e:  # handed to the test that asks for the run
             self.error = e
 
-    def result(self, timeout: float) -> Path:
+    def result(self, timeout: float) -> Any:
         self.thread.join(timeout=timeout)
         if self.thread.is_alive():
             raise AssertionError(f"the shared run was not ready within {timeout} s")
@@ -396,7 +438,10 @@ class BackgroundTask:
         return self.value
 
 
-BACKGROUND_TASKS: dict[str, Callable[[pytest.TempPathFactory], Path]] = {"llava_run": build_llava_run}
+BACKGROUND_TASKS: dict[str, Callable[[pytest.TempPathFactory], Any]] = {
+    "llava_run": build_llava_run,
+    "slurm_run": build_slurm_run,
+}
 _tasks: dict[str, BackgroundTask] = {}
 
 
@@ -411,6 +456,12 @@ def llava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shared LLaVA run (build_llava_run), built in the background once the completed run is done.
     Never modify it (copy it)."""
     return _task("llava_run", tmp_path_factory).result(timeout=3000)
+
+
+@pytest.fixture(scope="session")
+def slurm_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The workflow on a real SLURM (build_slurm_run): a slurmrun.SlurmRun."""
+    return _task("slurm_run", tmp_path_factory).result(timeout=3000)
 
 
 # -- a base model from the Hugging Face Hub (tests/fakehub.py stands in for the hub) ----------------------------------
