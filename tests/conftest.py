@@ -153,7 +153,7 @@ class SharedRun:
 
     def result(self) -> subprocess.CompletedProcess:
         if self.starter is not None:
-            self.starter.join(timeout=self.timeout)
+            self.starter.join(timeout=3600)  # it may wait for other runs first (after, tail)
         if self.process is None:
             raise AssertionError(f"{self.workdir}: not started (the shared run it builds on failed)")
         try:
@@ -173,6 +173,10 @@ class SharedRun:
         return proc
 
 
+def internlm2_config() -> dict[str, Any]:
+    return set_key(quick_config(), "base_model.tiny.architecture", "internlm2")
+
+
 def tutorial_config(balanced: Path) -> dict[str, Any]:
     """recipe: tutorial on the completed run's base model (taught the general skill)."""
     config = default_config()
@@ -187,6 +191,7 @@ class SharedRunSpec:
     targets: tuple[str, ...]
     timeout: float  # a bound on its wall time, seconds
     after: tuple[str, str] | None = None  # (shared run, a file of it): start once that file exists
+    tail: bool = False  # start once FIRST_RUNS have ended
 
 
 SHARED_RUNS: dict[str, SharedRunSpec] = {
@@ -198,7 +203,15 @@ SHARED_RUNS: dict[str, SharedRunSpec] = {
     "tutorial_run": SharedRunSpec(
         tutorial_config, ("report_files",), 1500, ("completed_run", "benchmarks/general_skill.tsv")
     ),
+    # .test/config/config.yaml on a tiny InternLM2 base model: final model and evaluation
+    "internlm2_run": SharedRunSpec(
+        internlm2_config, ("results/final_model", "results/eval/summary.csv"), 900, tail=True
+    ),
 }
+# The shared runs that train from the start of the session, on both cores with the tests that need none. The
+# tail runs (`tail`; and the SLURM run) start once these have ended: the tests that read the first runs come
+# one at a time and leave the second core free.
+FIRST_RUNS = {"quick_run", "completed_run", "tutorial_run", "llava_run"}
 _started: dict[str, SharedRun] = {}
 _stopping = threading.Event()
 
@@ -211,6 +224,8 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
     first = _start(spec.after[0], factory) if spec.after else None
 
     def launch() -> None:
+        if spec.tail:
+            _wait_for_first_runs()
         if first is not None and spec.after is not None:
             ready = first.workdir / spec.after[1]
             while not ready.exists():
@@ -222,7 +237,7 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
         write_config(run.workdir, spec.config(*([first.workdir] if first else [])))
         run.process = start_snakemake(run.workdir, *spec.targets, output=run.workdir.parent)
 
-    if first is None:
+    if first is None and not spec.tail:
         launch()
     else:
         run.starter = threading.Thread(target=launch, daemon=True)
@@ -230,7 +245,7 @@ def _start(name: str, factory: pytest.TempPathFactory) -> SharedRun:
     return run
 
 
-LONG_RUNS = {"completed_run", "tutorial_run", "balanced_run", "llava_run", "slurm_run"}
+LONG_RUNS = {"completed_run", "tutorial_run", "balanced_run", "llava_run", "slurm_run", "internlm2_run"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -375,15 +390,14 @@ def build_llava_run(factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
-def _wait_for_long_runs(but: str) -> None:
-    """Until every started shared run and every background task but `but` has ended (failed or not), or the
-    session ends."""
+def _wait_for_first_runs() -> None:
+    """Until every started one of FIRST_RUNS has ended (failed or not), or the session ends."""
 
     def busy() -> bool:
-        runs = list(_started.values())
+        runs = [run for name, run in list(_started.items()) if name in FIRST_RUNS]
         starting = any(r.starter is not None and r.starter.is_alive() for r in runs)
         running = any(r.process is not None and r.process.poll() is None for r in runs)
-        return starting or running or any(t.thread.is_alive() for name, t in list(_tasks.items()) if name != but)
+        return starting or running or any(t.thread.is_alive() for n, t in list(_tasks.items()) if n in FIRST_RUNS)
 
     while busy() and not _stopping.is_set():
         time.sleep(1)
@@ -402,12 +416,11 @@ _running: list[subprocess.Popen] = []  # what background tasks run now: stopped 
 
 
 def build_slurm_run(factory: pytest.TempPathFactory) -> Any:
-    """slurm_config() through the SLURM profile on a one-node cluster (tests/slurmrun.py). It starts once the
-    long shared runs have ended: it mostly waits on SLURM, so it runs beside the tests that read those runs
-    instead of competing with their training for the cores."""
+    """slurm_config() through the SLURM profile on a one-node cluster (tests/slurmrun.py). A tail run (see
+    FIRST_RUNS): it mostly waits on SLURM."""
     from slurmrun import run_on_slurm
 
-    _wait_for_long_runs(but="slurm_run")
+    _wait_for_first_runs()
     if _stopping.is_set():
         raise AssertionError("the session ended before the SLURM run started")
     return run_on_slurm(factory.mktemp("slurm") / "run", slurm_config(), _running)
@@ -527,6 +540,15 @@ def hub_run(tmp_path_factory: pytest.TempPathFactory) -> HubRun:
         env = hub_env(hf_home, hub.endpoint, offline=False)
         proc = snakemake(workdir, HUB_RUN_TARGETS[0], HUB_RUN_TARGETS[1], env=env, check=True)
     return HubRun(workdir, hf_home, model, repo.commit, hub.endpoint, list(hub.requests), proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def internlm2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smallest full run (.test/config/config.yaml) on a tiny InternLM2 base model: final model and
+    evaluation (never modify it)."""
+    run = _start("internlm2_run", tmp_path_factory)
+    run.result()
+    return run.workdir
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import quick_config, set_key, snakemake, write_config
+from conftest import set_key
 from xtflow.tiny_model import INTERNLM2_CODE, TinyModelSpec, build_tiny_model, internlm2_code_dir
 
 SPEC = TinyModelSpec(
@@ -196,16 +196,6 @@ def test_written_config_carries_the_lora_targets(tmp_path: Path) -> None:
         xt = validate(set_key({}, "xtuner.lora.target_modules", targets))["xtuner"]
         write_config(xt["base_config"], settings_from_config(xt, Path("m"), Path("d.json")), tmp_path / "c.py")
         assert Config.fromfile(str(tmp_path / "c.py")).model.lora.get("target_modules") == targets
-
-
-@pytest.fixture(scope="module")
-def internlm2_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smallest full run (.test/config/config.yaml) on a tiny InternLM2 base model: final model and
-    evaluation, shared by the tests below (never modify it)."""
-    workdir = tmp_path_factory.mktemp("internlm2_run")
-    write_config(workdir, set_key(quick_config(), "base_model.tiny.architecture", "internlm2"))
-    snakemake(workdir, "results/final_model", "results/eval/summary.csv", check=True, timeout=900)
-    return workdir
 
 
 def test_workflow_trains_internlm2_with_sdpa_and_xtuners_lora_targets(internlm2_run: Path) -> None:
