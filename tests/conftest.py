@@ -17,6 +17,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from slurmrun import SlurmRun
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
@@ -174,6 +176,7 @@ class SharedRun:
 
 
 def internlm2_config() -> dict[str, Any]:
+    """.test/config/config.yaml on a tiny InternLM2 base model (InternLM2's own architecture, its remote code)."""
     return set_key(quick_config(), "base_model.tiny.architecture", "internlm2")
 
 
@@ -415,7 +418,7 @@ def slurm_config() -> dict[str, Any]:
 _running: list[subprocess.Popen] = []  # what background tasks run now: stopped if the session ends first
 
 
-def build_slurm_run(factory: pytest.TempPathFactory) -> Any:
+def build_slurm_run(factory: pytest.TempPathFactory) -> SlurmRun:
     """slurm_config() through the SLURM profile on a one-node cluster (tests/slurmrun.py). A tail run (see
     FIRST_RUNS): it mostly waits on SLURM."""
     from slurmrun import run_on_slurm
@@ -472,8 +475,8 @@ def llava_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def slurm_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The workflow on a real SLURM (build_slurm_run): a slurmrun.SlurmRun."""
+def slurm_run(tmp_path_factory: pytest.TempPathFactory) -> SlurmRun:
+    """The workflow on a real SLURM (build_slurm_run)."""
     return _task("slurm_run", tmp_path_factory).result(timeout=3000)
 
 
