@@ -426,7 +426,9 @@ def build_slurm_run(factory: pytest.TempPathFactory) -> SlurmRun:
     _wait_for_first_runs()
     if _stopping.is_set():
         raise AssertionError("the session ended before the SLURM run started")
-    return run_on_slurm(factory.mktemp("slurm") / "run", slurm_config(), _running)
+    workdir = factory.mktemp("slurm") / "run"
+    write_config(workdir, slurm_config())
+    return run_on_slurm(workdir, _running)
 
 
 class BackgroundTask:

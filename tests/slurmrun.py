@@ -12,7 +12,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
@@ -62,14 +61,10 @@ def sacct_since(start: str) -> dict[str, dict[str, str]]:
     return {row.pop("comment").removeprefix("rule_"): row for row in rows}
 
 
-def run_on_slurm(workdir: Path, config: dict[str, Any], running: list[subprocess.Popen]) -> SlurmRun:
-    """Bring the cluster up, run the workflow in `workdir` (its config/config.yaml: `config`) through the SLURM
-    profile, read sacct, take the cluster down. The Snakemake process is put in `running` while it runs (so a
-    session that ends early can stop it)."""
-    import yaml
-
-    (workdir / "config").mkdir(parents=True, exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+def run_on_slurm(workdir: Path, running: list[subprocess.Popen]) -> SlurmRun:
+    """Bring the cluster up, run the workflow in `workdir` (a project with its config/config.yaml) through the
+    SLURM profile, read sacct, take the cluster down. The Snakemake process is put in `running` while it runs
+    (so a session that ends early can stop it)."""
     env = cluster_env()
     up = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True, timeout=180, env=env)
     try:
