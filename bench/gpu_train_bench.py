@@ -21,8 +21,12 @@ GPU(s):
   qlora        xtflow's GPU recipe: config/internlm2_chat_1_8b.yaml as it is (validated as the workflow
                does), run by xtflow's components (SDPA, plain RoPE in training, compiled layers, ...).
   qlora-noout  the recipe with `xtuner.lora.target_modules: all-linear` (no LoRA on InternLM2's `output`).
+  qlora-nogc   the recipe without activation checkpointing, at micro-batch 2 x 8 (4 x 4 would not fit 24 GB).
+  qlora-noout-nogc  both of the above.
   lora         the recipe without 4-bit and without activation checkpointing (bf16 LoRA).
   lora-noout   lora with `all-linear`.
+  lora-mb2     lora at micro-batch 2 x 8 (the activations of 4 x 2048 tokens outgrow 24 GB without 4-bit too).
+  lora-noout-mb2  lora-mb2 with `all-linear`.
 
 Every variant trains the same dataset with the same tokens per optimizer step (16 samples) and the bench's
 schedule (packed, 1 epoch, warmup 0.25, one checkpoint at the end, the stock prompts); only how the steps are
@@ -120,10 +124,17 @@ def variants(data: Path, model: Path, max_length: int, cpu: bool) -> dict[str, X
     qlora = replace(recipe_settings(data, model), **schedule)
     assert qlora.batch_size * qlora.accumulative_counts == stock.batch_size * stock.accumulative_counts
     lora = replace(qlora, load_in_4bit=False, gradient_checkpointing=False)
+    # without activation checkpointing the activations of 4 x 2048 tokens outgrow 24 GB: half the
+    # micro-batch, twice the accumulation (the same 16 samples per optimizer step)
+    nogc = replace(qlora, gradient_checkpointing=False, batch_size=2, accumulative_counts=8)
     found = {
         "stock": stock,
         "qlora": qlora,
         "qlora-noout": replace(qlora, lora_target_modules="all-linear"),
+        "qlora-nogc": nogc,
+        "qlora-noout-nogc": replace(nogc, lora_target_modules="all-linear"),
+        "lora-mb2": replace(nogc, load_in_4bit=False),
+        "lora-noout-mb2": replace(nogc, load_in_4bit=False, lora_target_modules="all-linear"),
         "lora": lora,
         "lora-noout": replace(lora, lora_target_modules="all-linear"),
     }

@@ -325,6 +325,42 @@ def test_llava_model_lists_its_lora_layers_in_a_fixed_order(tiny_models: tuple[P
     assert set(model.state_dict()) == {k for k in model.state_dict() if "lora_" in k or k.startswith("projector.")}
 
 
+def test_llava_model_samples_a_bf16_llm_from_float32_image_features(tiny_models: tuple[Path, Path]) -> None:
+    """XTuner builds the projector in the visual encoder's dtype (float32): its features reached a bf16
+    LLM as they are when EvaluateChatHook sampled (no autocast there) and the GPU recipe's pretraining
+    failed after its last iteration ("expected mat1 and mat2 to have the same dtype"). Sampled here as
+    the hook does, on the CPU, the LLM in bf16 as the recipe loads it."""
+    import torch
+    from mmengine.config import ConfigDict
+    from transformers import AutoModelForCausalLM, CLIPVisionModel
+    from xtuner.model.utils import prepare_inputs_labels_for_multimodal
+
+    from xtflow.xtuner_plugins import FastLoraLLaVAModel
+    from xtflow.xtuner_tools import apply_cpu_shim
+
+    apply_cpu_shim()
+    llm, clip = tiny_models
+    model = FastLoraLLaVAModel(
+        llm=ConfigDict(
+            type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(llm), torch_dtype=torch.bfloat16
+        ),
+        visual_encoder=ConfigDict(type=CLIPVisionModel.from_pretrained, pretrained_model_name_or_path=str(clip)),
+        freeze_llm=True,
+        freeze_visual_encoder=True,
+        use_activation_checkpointing=False,
+    ).eval()
+    assert model.visual_encoder.dtype == torch.float32 and model.llm.dtype == torch.bfloat16
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():  # EvaluateChatHook._eval_images's steps
+        hidden = model.visual_encoder(image, output_hidden_states=True).hidden_states[model.visual_select_layer]
+        features = model.projector(hidden[:, 1:])
+        inputs = prepare_inputs_labels_for_multimodal(
+            llm=model.llm, input_ids=torch.tensor([[5, -200, 17, 42]]), pixel_values=features
+        )
+        reply = model.llm.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert features.dtype == torch.bfloat16 and reply.shape == (1, 3)
+
+
 def test_llava_model_gives_internlm2_sdpa_and_plain_rope(tmp_path: Path) -> None:
     """XTuner's LLaVAModel leaves InternLM2 (the tutorial's LLM, remote code) on eager attention and its
     dynamic-NTK rotary embedding: xtflow's gives it what the text pipeline's model gives it."""

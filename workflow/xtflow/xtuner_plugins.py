@@ -288,6 +288,14 @@ class FastLoraLLaVAModel(LLaVAModel):
         if count := static_rope_in_training(self.llm):
             print_log(f"xtflow: plain RoPE in training for {count} dynamic-NTK rotary embeddings", "current")
         generate_from_embeddings(self.llm)  # EvaluateChatHook samples from the image's embeddings
+        self.projector.register_forward_hook(self._in_embedding_dtype)
+
+    def _in_embedding_dtype(self, _module: Any, _inputs: Any, features: Any) -> Any:
+        """The projector's image features in the LLM's embedding dtype. XTuner builds the projector in the
+        visual encoder's dtype (float32 in the stock configs); in training autocast casts its output,
+        but EvaluateChatHook samples without autocast, and float32 features made a bf16 4-bit LLM fail
+        at its first unquantized layer (the output layer) on the GPU. A no-op in training."""
+        return features.to(self.llm.get_input_embeddings().weight.dtype)
 
     @staticmethod
     def _prepare_for_flash_attn(cfg: Any, llm_cfg: Any) -> tuple[Any, Any]:
