@@ -342,7 +342,9 @@ def test_llava_model_samples_a_bf16_llm_from_float32_image_features(tiny_models:
     llm, clip = tiny_models
     model = FastLoraLLaVAModel(
         llm=ConfigDict(
-            type=AutoModelForCausalLM.from_pretrained, pretrained_model_name_or_path=str(llm), torch_dtype=torch.bfloat16
+            type=AutoModelForCausalLM.from_pretrained,
+            pretrained_model_name_or_path=str(llm),
+            torch_dtype=torch.bfloat16,
         ),
         visual_encoder=ConfigDict(type=CLIPVisionModel.from_pretrained, pretrained_model_name_or_path=str(clip)),
         freeze_llm=True,
