@@ -97,6 +97,12 @@ def main() -> None:
         default=0,
         help='N records of questions about made-up things (words drawn widely) answered "I don\'t know", as a file',
     )
+    parser.add_argument(
+        "--identity-rounds",
+        type=int,
+        default=1,
+        help="with --more-questions: identity records = this x the questions (each question this many times)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=YAML_VALUE")
     args = parser.parse_intermixed_args()
 
@@ -112,7 +118,7 @@ def main() -> None:
         questions = config["dataset"]["questions"]
         for lang, more in yaml.safe_load(args.more_questions.read_text(encoding="utf-8")).items():
             questions[lang] = questions.get(lang, []) + more
-        config["dataset"]["records"] = sum(map(len, questions.values()))
+        config["dataset"]["records"] = args.identity_rounds * sum(map(len, questions.values()))
     if args.unknown_records:
         extra = args.run_dir / "unknown_records.json"
         extra.parent.mkdir(parents=True, exist_ok=True)
