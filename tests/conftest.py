@@ -21,6 +21,15 @@ from slurmrun import SlurmRun
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
+
+# Tests stop Snakemake with Ctrl-C (SIGINT to its process group), as a user does. A suite started as a
+# background job of a script (`make test &`) inherits SIGINT ignored, and so would every program it starts:
+# Python then installs no KeyboardInterrupt handler, and Snakemake ran through the Ctrl-C to its end.
+# Handled here, SIGINT is at its default again in each program the tests start (exec resets a handled
+# signal, not an ignored one).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
 
 # The xtflow of this checkout, in the tests and in every process they start (not another copy
@@ -308,28 +317,15 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run.workdir
 
 
-def _ctrl_c_at_default() -> None:
-    """SIGINT at its default action, as in a terminal's foreground job, however the tests were started:
-    a background job of a non-interactive shell (`make test &` in a script) inherits SIGINT ignored, and
-    Python then installs no KeyboardInterrupt handler, so Snakemake ran through a Ctrl-C to its end."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def popen_as_foreground_job(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
-    """`cmd` started as a terminal starts a foreground job: a process group of its own (a test signals the
-    whole group, as Ctrl-C does) and Ctrl-C at its default."""
-    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_ctrl_c_at_default, **kwargs)
-
-
 def start_snakemake(workdir: Path, *args: str, output: Path | None = None) -> subprocess.Popen:
-    """Real Snakemake in the background, as a foreground job of a terminal (so a test can stop it as a
-    user does); its output to `output`/snakemake.stdout and .stderr, or nowhere."""
+    """Real Snakemake in the background, in a process group of its own (so a test can signal it); its
+    output to `output`/snakemake.stdout and .stderr, or nowhere."""
     cmd, env = snakemake_call(workdir, args, None)
     if output is None:
         quiet = subprocess.DEVNULL
-        return popen_as_foreground_job(cmd, stdout=quiet, stderr=quiet, env=env)
+        return subprocess.Popen(cmd, stdout=quiet, stderr=quiet, env=env, start_new_session=True)
     with (output / "snakemake.stdout").open("w") as out, (output / "snakemake.stderr").open("w") as err:
-        return popen_as_foreground_job(cmd, stdout=out, stderr=err, env=env)
+        return subprocess.Popen(cmd, stdout=out, stderr=err, env=env, start_new_session=True)
 
 
 def xtuner_processes_in(workdir: Path) -> list[str]:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import popen_as_foreground_job, snakemake_call
+from conftest import snakemake_call
 
 STARTED = re.compile(r"^\s*(?:local)?rule (\w+):\s*$", re.M)  # Snakemake's line when it starts a job
 
@@ -40,7 +40,13 @@ def stop_in_first_stage_of(
     their end."""
     cmd, env = snakemake_call(workdir, tuple(args))
     with open(log, "w", encoding="utf-8") as fh:
-        proc = popen_as_foreground_job(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, as a terminal's foreground job
+        )
     try:
         deadline = time.monotonic() + 900
         stage = None
