@@ -414,12 +414,14 @@ def stop_windows(project: Path) -> dict[str, float]:
     """How long after a stage's job starts a stop may come so that it lands inside the job: a quarter of what
     the job took in the run `project` was copied from (its benchmarks/<stage>.tsv; that run may have shared
     the machine with other tests); for train, its first 20 s at most (the plan, the lock, XTuner's start and
-    first iterations; a later stop would only add training)."""
+    first iterations; a later stop would only add training). A job of under 2 s is stopped as soon as its
+    process is seen: its time varies more than fourfold with the load (dataset: 0.63 s in a quick run that
+    shared the machine, 0.11 s in the copy, where a stop 0.15 s in came after its end)."""
     took = {
         stage: float((project / "benchmarks" / f"{stage}.tsv").read_text().splitlines()[1].split("\t")[0])
         for stage in STAGES
     }
-    return {stage: min(seconds / 4, 20.0) for stage, seconds in took.items()}
+    return {stage: min(seconds / 4, 20.0) if seconds >= 2 else 0.0 for stage, seconds in took.items()}
 
 
 @dataclass
