@@ -45,6 +45,7 @@ import math
 import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -239,11 +240,33 @@ def parse_log(log: Path, batch: int, max_length: int) -> dict:
     }
 
 
+def host_info(device: str) -> dict:
+    """The host beside the GPU. Stock settings (micro-batch 1, activation checkpointing, 4-bit) are bound by
+    kernel launches, so the same GPU model on a slower host gives stock, and every ratio to it, other figures:
+    stock ran 8,177 tokens/s on one H100 host and 4,432 on another, with the same code."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    info = {"cpu": name.group(1) if name else "unknown", "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
+    if device == "cuda":
+        import torch
+
+        x = torch.zeros(1, device="cuda")
+        for _ in range(100):
+            x.add_(1)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(2000):
+            x.add_(1)
+        torch.cuda.synchronize()
+        info["launch_us"] = round((time.perf_counter() - start) / 2000 * 1e6, 2)  # per tiny kernel, host-bound
+    return info
+
+
 def summary(results: dict) -> dict:
     """Ratios to the stock variant of the same call, and the issue's targets for the recipe (qlora)."""
     found = results["variants"]
     stock = found.get("stock", {}).get("tokens_per_s_per_gpu", math.nan)
-    out = {"arch": results["arch"], "shape": results["shape"], "gpu": results["gpu"], "variants": {}}
+    out = {k: results[k] for k in ("arch", "shape", "gpu", "host")} | {"variants": {}}
     for name, r in found.items():
         out["variants"][name] = {
             "tokens_per_s": round(r["tokens_per_s_per_gpu"]),
@@ -301,13 +324,18 @@ def main() -> None:
         "gpus": args.gpus,
         "deepspeed": args.deepspeed,
         "tokens": tokens,
+        "host": host_info("cpu" if cpu else "cuda"),
         "variants": {},
     }
+    print(f"host: {json.dumps(results['host'])}", flush=True)
     all_variants = variants(data, model, max_length, cpu)
     for name in args.variants.split(","):
         settings = all_variants[name]
         run = args.work / f"{name}-{args.arch}-{args.shape}-{args.gpus}gpu-{args.deepspeed or 'ddp'}"
-        run.mkdir(exist_ok=True)
+        # a fresh directory: the train stage resumes from its work dir's last checkpoint, so a run left by an
+        # earlier call with the same --work would train nothing and measure nothing
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
         config, log = run / "config.py", run / "train.log"
         log.write_text("", encoding="utf-8")
         write_config(BASE_CONFIG, settings, config)
@@ -326,6 +354,8 @@ def main() -> None:
         )
         wall = time.perf_counter() - start
         r = parse_log(log, settings.batch_size, max_length)
+        if not r["losses"]:
+            sys.exit(f"{name}: no training iteration was logged in {log}")
         if args.adapter:
             from xtflow.export import export_adapter
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "workflow"))
 # the XTuner tools this starts import the written configs' xtflow components: this checkout's, as the workflow does
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "workflow"), os.getenv("PYTHONPATH")]))
 
-from gpu_train_bench import build_model, parse_log  # noqa: E402
+from gpu_train_bench import build_model, host_info, parse_log  # noqa: E402
 
 from xtflow import paths  # noqa: E402
 from xtflow.llava_config import LlavaStageSettings, stage_settings, write_llava_config  # noqa: E402
@@ -103,6 +103,9 @@ def run_stage(run: Path, stage: str, s: LlavaStageSettings, base_config: str, da
     write_llava_config(base_config, s, config)
     log = run / f"train_{stage}.log"
     log.write_text("", encoding="utf-8")
+    # the train stage resumes from its work dir's last checkpoint: one left by an earlier call with the same
+    # --work would train nothing and measure nothing
+    shutil.rmtree(run / paths.llava_work_dir(stage), ignore_errors=True)
     extra = [Path(s.visual_encoder_path), split / IMAGES] + ([Path(s.pretrained_pth)] if s.pretrained_pth else [])
     start = time.perf_counter()
     cwd = os.getcwd()
@@ -126,6 +129,8 @@ def run_stage(run: Path, stage: str, s: LlavaStageSettings, base_config: str, da
         os.chdir(cwd)
     wall = time.perf_counter() - start
     r = parse_log(log, s.batch_size, 1)
+    if not r["losses"]:
+        sys.exit(f"{stage}: no training iteration was logged in {log}")
     r.pop("tokens_per_s_per_gpu")  # counts text tokens of a fixed length; LLaVA samples are images + text
     r.update(samples_per_s=s.batch_size / r["s_per_iter"], stage_wall_s=wall)
     return r
@@ -158,6 +163,8 @@ def main() -> None:
         import torch
 
         results["gpu"] = torch.cuda.get_device_name(0)
+    results["host"] = host_info(args.device)
+    print(f"host: {json.dumps(results['host'])}", flush=True)
     for name in args.variants.split(","):
         run = args.work / name
         results["variants"][name] = {}
@@ -172,6 +179,7 @@ def main() -> None:
             if stage == "finetune":
                 s = replace(s, pretrained_pth=str(run / paths.llava_checkpoint("pretrain")))
             r = run_stage(run, stage, s, base[stage], data, args.log_interval)
+            r["host"] = results["host"]  # calls with the same --out may run on different hosts
             r["settings"] = {k: v for k, v in asdict(s).items() if not k.endswith(("_path", "_dir", "_pth"))}
             results["variants"][name][stage] = r
             shutil.copyfile(run / f"train_{stage}.log", args.out / f"train-{name}-{stage}.log")
