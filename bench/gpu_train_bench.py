@@ -244,9 +244,9 @@ def host_info(device: str) -> dict:
     """The host beside the GPU. Stock settings (micro-batch 1, activation checkpointing, 4-bit) are bound by
     kernel launches, so the same GPU model on a slower host gives stock, and every ratio to it, other figures:
     stock ran 8,177 tokens/s on one H100 host and 4,432 on another, with the same code."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    name = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    info = {"cpu": name.group(1) if name else "unknown", "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
+    import cpuinfo  # py-cpuinfo, pinned for DeepSpeed
+
+    info = {"cpu": cpuinfo.get_cpu_info()["brand_raw"], "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0]}
     if device == "cuda":
         import torch
 

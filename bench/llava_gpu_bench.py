@@ -163,8 +163,8 @@ def main() -> None:
         import torch
 
         results["gpu"] = torch.cuda.get_device_name(0)
-    results["host"] = host_info(args.device)
-    print(f"host: {json.dumps(results['host'])}", flush=True)
+    host = host_info(args.device)
+    print(f"host: {json.dumps(host)}", flush=True)
     for name in args.variants.split(","):
         run = args.work / name
         results["variants"][name] = {}
@@ -179,7 +179,7 @@ def main() -> None:
             if stage == "finetune":
                 s = replace(s, pretrained_pth=str(run / paths.llava_checkpoint("pretrain")))
             r = run_stage(run, stage, s, base[stage], data, args.log_interval)
-            r["host"] = results["host"]  # calls with the same --out may run on different hosts
+            r["host"] = host  # per stage: calls with the same --out may run on different hosts
             r["settings"] = {k: v for k, v in asdict(s).items() if not k.endswith(("_path", "_dir", "_pth"))}
             results["variants"][name][stage] = r
             shutil.copyfile(run / f"train_{stage}.log", args.out / f"train-{name}-{stage}.log")
