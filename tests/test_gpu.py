@@ -127,7 +127,7 @@ def test_llava_recipe_qlora_through_merge(architecture: str, tmp_path: Path, mon
     from xtflow import paths
     from xtflow.chat_model import RunSettings
     from xtflow.export import merge_llava
-    from xtflow.llava_config import stage_settings, write_llava_config
+    from xtflow.llava_config import export_in_fp32, stage_settings, write_llava_config
     from xtflow.llava_dataset import IMAGES, RECORDS, write_split
     from xtflow.llava_encoder import TinyClipSpec, build_tiny_clip
     from xtflow.llava_evaluate import evaluate_llava
@@ -165,7 +165,8 @@ def test_llava_recipe_qlora_through_merge(architecture: str, tmp_path: Path, mon
             section="llava",
         )
         assert "Iter(train) [40/40]" in log.read_text(errors="replace")
-        export_adapter(config, Path(paths.llava_checkpoint(stage)), Path(paths.llava_export(stage)), False, "2GB", log)
+        fp32 = export_in_fp32(llava, stage)  # as the llava_adapter rule: True for the 4-bit LLM without LoRA
+        export_adapter(config, Path(paths.llava_checkpoint(stage)), Path(paths.llava_export(stage)), fp32, "2GB", log)
     if architecture == "internlm2":
         text = log.read_text(errors="replace")
         assert "xtflow: attn_implementation sdpa for InternLM2Config" in text

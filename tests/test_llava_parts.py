@@ -181,6 +181,25 @@ def test_gpu_llava_config_keeps_4bit_and_amp(tmp_path: Path) -> None:
     assert cfg.optim_wrapper.type.__name__ == "AmpOptimWrapper" and cfg.optim_wrapper.dtype == "bfloat16"
 
 
+def test_export_of_a_4bit_llm_without_lora_skips_xtuners_fp16_cast() -> None:
+    """`pth_to_hf` casts the LLM with `.half()` unless `--fp32`, and transformers refuses that for a 4-bit model
+    without LoRA: the recipe's pretraining export failed so on an H100. Such a stage saves only the projector,
+    so the llava_adapter rule exports it with `--fp32`; elsewhere `llava.adapter.fp32` holds."""
+    import yaml
+
+    from conftest import REPO
+    from xtflow.llava_config import export_in_fp32
+
+    recipe = validate(yaml.safe_load((REPO / "config" / "llava_internlm2_chat_1_8b.yaml").read_text(encoding="utf-8")))
+    llava = recipe["llava"]
+    assert llava["load_in_4bit"] and not llava["adapter"]["fp32"] and llava["finetune"]["llm_lora"]
+    assert export_in_fp32(llava, "pretrain") is True
+    assert export_in_fp32(llava, "finetune") is False  # a peft model: its LoRA weights are cast, the 4-bit ones not
+    plain = validate({"llava": {"adapter": {"fp32": False}}})["llava"]  # not 4-bit: the key decides
+    assert (export_in_fp32(plain, "pretrain"), export_in_fp32(plain, "finetune")) == (False, False)
+    assert export_in_fp32(validate({})["llava"], "pretrain") is True  # the default key: true
+
+
 def test_dataset_text_processing_keeps_to_its_process_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """XTuner's LLaVADataset maps with 32 processes whatever it is given; xtflow's takes map_num_proc."""
     import xtuner.dataset.huggingface as hf

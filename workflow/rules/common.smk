@@ -171,6 +171,13 @@ def llava_stage_settings(wildcards):
     return asdict(stage_settings(LLAVA, wildcards.stage, LLAVA_LLM, LLAVA_VISUAL_ENCODER, llava_checkpoint("pretrain")))
 
 
+def llava_export_in_fp32(wildcards):
+    """Whether the stage's adapter export runs with --fp32 (xtflow.llava_config.export_in_fp32)."""
+    from xtflow.llava_config import export_in_fp32
+
+    return export_in_fp32(LLAVA, wildcards.stage)
+
+
 def share_rule_graph():
     """Tell every job which outputs are made from its own: a job that starts removes them
     (xtflow.snakemake_io.invalidate_downstream). Call it once all rules are defined."""

@@ -111,7 +111,7 @@ rule llava_adapter:
     conda:
         XTFLOW_ENV
     params:
-        fp32=LLAVA["adapter"]["fp32"],
+        fp32=llava_export_in_fp32,
         max_shard_size=LLAVA["adapter"]["max_shard_size"],
     script:
         "../scripts/adapter.py"
