@@ -1,4 +1,4 @@
-"""Levers T-V of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
+"""Levers T-W of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
 the same frames.
 
     python bench/lever_data/composed_questions.py identity OUT.yaml   # 150 en + 145 zh composed, after
