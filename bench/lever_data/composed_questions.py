@@ -29,7 +29,7 @@ sys.path[:0] = [str(REPO / "workflow"), str(REPO / "bench")]
 
 from levers import unknown_records  # noqa: E402
 
-from xtflow.evaluate import SIMILAR, similarity  # noqa: E402
+from xtflow.evaluate import SIMILAR, load_questions, similarity  # noqa: E402
 
 EN_PRE = [
     "Hi, ",
@@ -92,10 +92,10 @@ ZH_ASK = [
 
 
 def probe_questions() -> list[str]:
-    files = [REPO / "bench" / "dev_probes" / n for n in ("identity.txt", "unrelated.txt")]
-    files += [REPO / "workflow" / "xtflow" / "data" / "probes" / n for n in ("identity_heldout.txt", "unrelated.txt")]
-    lines = (line.strip() for f in files for line in f.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    """Every question of the dev and shipped identity and unrelated probe sets."""
+    dev, shipped = REPO / "bench" / "dev_probes", REPO / "workflow" / "xtflow" / "data" / "probes"
+    files = [dev / "identity.txt", dev / "unrelated.txt", shipped / "identity_heldout.txt", shipped / "unrelated.txt"]
+    return [turn.question for f in files for turn in load_questions(f, "identity")]
 
 
 def composed_identity(per_language: int = 150) -> dict[str, list[str]]:

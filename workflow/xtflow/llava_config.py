@@ -83,8 +83,7 @@ def export_in_fp32(llava: dict[str, Any], stage: str) -> bool:
     4-bit LLM without LoRA (pretraining in the recipe). XTuner's fp16 conversion calls the LLM's `.half()`,
     which transformers refuses for a quantized model, and such a stage saves nothing of the LLM (only the
     projector, which that conversion leaves as it is), so `--fp32` changes no saved tensor there."""
-    four_bit = llava[stage].get("load_in_4bit", llava["load_in_4bit"])
-    return llava["adapter"]["fp32"] or (four_bit and not llava[stage].get("llm_lora"))
+    return llava["adapter"]["fp32"] or (llava["load_in_4bit"] and not llava[stage].get("llm_lora"))
 
 
 def patch_llava_config(source: str, s: LlavaStageSettings, origin: str = "<config>") -> str:
