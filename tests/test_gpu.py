@@ -81,7 +81,8 @@ def run_stages(tmp: Path, architecture: str = "llama", **overrides) -> Path:
 
 
 def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
-    """The GPU recipe's settings: 4-bit, bf16, compiled decoder layers, no sample before training."""
+    """config/qlora.yaml's settings over the GPU recipe: 4-bit, bf16, compiled decoder layers, no sample before
+    training."""
     out = run_stages(tmp_path, compile=True, evaluation_before_train=False)
     assert (out / "hf_adapter" / "adapter_model.safetensors").is_file()
     assert (out / "final_model" / "model.safetensors").is_file()
@@ -93,12 +94,21 @@ def test_qlora_4bit_bf16_through_merge(tmp_path: Path) -> None:
     assert "xtflow: EvaluateChatHook sampling took" in log and "in 2 calls" in log, log[-3000:]
 
 
-def test_qlora_on_internlm2_trains_with_sdpa_and_merges_in_bf16(tmp_path: Path) -> None:
-    """The GPU recipe on InternLM2's own architecture (remote code, 4-bit, bf16, compiled): SDPA attention,
-    plain RoPE in training, the merged model in the base model's bfloat16 with its code files."""
+@pytest.mark.parametrize("four_bit", [False, True], ids=["recipe", "qlora"])
+def test_gpu_recipes_on_internlm2_train_with_sdpa_and_merge_in_bf16(four_bit: bool, tmp_path: Path) -> None:
+    """The GPU recipe (bf16 LoRA without activation checkpointing) and config/qlora.yaml's 4-bit on InternLM2's
+    own architecture (remote code, bf16, compiled): SDPA attention, plain RoPE in training, the merged model in the
+    base model's bfloat16 with its code files."""
     import json
 
-    out = run_stages(tmp_path, "internlm2", compile=True, evaluation_before_train=False)
+    out = run_stages(
+        tmp_path,
+        "internlm2",
+        compile=True,
+        evaluation_before_train=False,
+        load_in_4bit=four_bit,
+        gradient_checkpointing=four_bit,
+    )
     log = (out / "train.log").read_text(errors="replace")
     assert "xtflow: attn_implementation sdpa for InternLM2Config" in log
     assert "xtflow: plain RoPE in training for 2 dynamic-NTK rotary embeddings" in log

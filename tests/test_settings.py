@@ -71,30 +71,48 @@ def test_key_order_does_not_matter() -> None:
     assert repr(validate(a)) == repr(validate(b))
 
 
-def test_gpu_recipe_config_is_valid_and_patches() -> None:
-    """config/internlm2_chat_1_8b.yaml merged over the default (as `--configfile` does) validates and patches."""
-    import yaml
+# the documented GPU commands: the recipe (bf16 LoRA), and the recipe with config/qlora.yaml after it (4-bit)
+GPU_RECIPES = {"recipe": ["internlm2_chat_1_8b.yaml"], "qlora": ["internlm2_chat_1_8b.yaml", "qlora.yaml"]}
 
+
+def gpu_recipe_files(recipe: str) -> list[Path]:
     from conftest import REPO
 
-    recipe = yaml.safe_load((REPO / "config" / "internlm2_chat_1_8b.yaml").read_text(encoding="utf-8"))
-    merged = default_config()
-    for section, values in recipe.items():
-        merged[section].update(values)
-    cfg = validate(merged)
-    assert cfg["xtuner"]["load_in_4bit"] and cfg["xtuner"]["device"] == "cuda" and cfg["xtuner"]["dtype"] == "bfloat16"
-    assert cfg["xtuner"]["batch_size"] * cfg["xtuner"]["accumulative_counts"] == 16
+    return [REPO / "config" / name for name in GPU_RECIPES[recipe]]
 
 
-def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The documented GPU command (`--configfile config/internlm2_chat_1_8b.yaml`, default dataset) gets past
-    the train rule's plan check with enough optimizer steps: real Snakemake builds the dataset and the XTuner
-    config (CPU stages), then the plan is counted as the train rule counts it (the training itself needs a GPU)."""
+def merge_config_files(config: dict, files: list[Path]) -> dict:
+    """`files` merged into `config` in order, as Snakemake merges `--configfile`'s files."""
+    from snakemake.utils import update_config
+
+    from xtflow.settings import load_config_file
+
+    for path in files:
+        update_config(config, load_config_file(path))
+    return config
+
+
+@pytest.mark.parametrize("recipe", sorted(GPU_RECIPES))
+def test_gpu_recipe_config_is_valid_and_patches(recipe: str) -> None:
+    """config/internlm2_chat_1_8b.yaml (and config/qlora.yaml after it) merged over the default, as `--configfile`
+    does, validates: bf16 on cuda, 4-bit only with config/qlora.yaml, the stock config's 16 samples per step."""
+    xt = validate(merge_config_files(default_config(), gpu_recipe_files(recipe)))["xtuner"]
+    assert (xt["device"], xt["dtype"], xt["load_in_4bit"]) == ("cuda", "bfloat16", recipe == "qlora")
+    assert xt["gradient_checkpointing"] == (recipe == "qlora")  # bf16 LoRA at micro-batch 2 fits 24 GB without it
+    assert xt["batch_size"] * xt["accumulative_counts"] == 16
+
+
+@pytest.mark.parametrize("recipe", sorted(GPU_RECIPES))
+def test_gpu_recipe_trains_on_the_default_dataset(recipe: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented GPU commands (`--configfile config/internlm2_chat_1_8b.yaml [config/qlora.yaml]`, default
+    dataset) get past the train rule's plan check with enough optimizer steps: real Snakemake builds the dataset
+    and the XTuner config (CPU stages), then the plan is counted as the train rule counts it (the training itself
+    needs a GPU)."""
     import shutil
 
     import yaml
 
-    from conftest import REPO, snakemake
+    from conftest import REPO
     from xtflow.tiny_model import TinyModelSpec, build_tiny_model
     from xtflow.train import check_plan, plan_training
 
@@ -102,7 +120,7 @@ def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path, monkeypatch: p
     build_tiny_model(TinyModelSpec(1024, 32, 64, 1, 2, 4096, 0), model)
     (tmp_path / "config").mkdir()
     shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
-    recipe = REPO / "config" / "internlm2_chat_1_8b.yaml"
+    files = gpu_recipe_files(recipe)
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"base_model": {"path": str(model)}}), encoding="utf-8")
     config = "results/xtuner/internlm2_1_8b_qlora_alpaca_e3.py"
     snakemake(
@@ -111,15 +129,17 @@ def test_gpu_recipe_trains_on_the_default_dataset(tmp_path: Path, monkeypatch: p
         "results/data/train.json",
         "--configfile",
         "config/config.yaml",
-        str(recipe),
+        *map(str, files),
         str(tmp_path / "mine.yaml"),
         check=True,
     )
-    xt = yaml.safe_load(recipe.read_text(encoding="utf-8"))["xtuner"]
+    xt = merge_config_files({}, files)["xtuner"]
     monkeypatch.chdir(tmp_path)  # the written config's paths are the run directory's, as in the train job
     plan = plan_training(Path(config), 1)
     check_plan(plan, xt["warmup_ratio"])  # raises on a plan XTuner would crash on or ruin
     assert plan.total_iters // xt["accumulative_counts"] >= 20  # optimizer steps
+    written = Path(config).read_text(encoding="utf-8")
+    assert f"batch_size={xt['batch_size']}" in written.replace(" ", "")
 
 
 def test_nested_command_line_values_are_read_as_numbers() -> None:
