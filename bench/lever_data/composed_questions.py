@@ -1,9 +1,13 @@
-"""Levers T-W of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
-the same frames.
+"""Levers T-AA of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
+the same frames, as minimal pairs of identity questions, and in many shapes.
 
     python bench/lever_data/composed_questions.py identity OUT.yaml   # 150 en + 145 zh composed, after
                                                                       # more_identity_questions.yaml's 63
     python bench/lever_data/composed_questions.py framed OUT.json     # 192 framed "I don't know" records
+    python bench/lever_data/composed_questions.py pairs OUT.json [N]  # N (all: 0) "I don't know" records, each
+                                                                      # an identity question about someone else
+    python bench/lever_data/composed_questions.py shapes OUT.json [N] # N (384) "I don't know" records of
+                                                                      # sentences of many shapes and lengths
 
 `identity`: every prefix x question x suffix, shuffled (seed 19), kept only where it is below the evaluation's
 similarity threshold to every shipped and dev probe (identity and unrelated), to config/config.yaml's and
@@ -11,6 +15,14 @@ more_identity_questions.yaml's questions and to the ones kept before it; at most
 `framed`: bench/levers.py's made-up-thing questions (seed 777) inside the same prefixes and suffixes, so that
 a frame alone does not mean "identity" (the Chinese half are the questions of the `zh96` file of lever P, seed
 777 as well, in frames).
+`pairs` (lever X): the minimal pair of every identity question of config/config.yaml and `identity`'s output
+("Who are you?" -> "Who is she?", "这个机器人是谁做的？" -> "那辆车是谁做的？"), answered "I don't know", so that
+the words of an identity question without the assistant as its subject do not mean "identity"; kept only where
+it is below the similarity threshold to every probe; N of them drawn with seed 23.
+`shapes` (levers Y, Z, AA): "I don't know" records whose form varies as open questions do: a start of a question or a
+statement ("How do I", "What happens when", "小明有", "今天"), 1 to 6 made-up words or 2 to 12 characters
+drawn widely with numbers and measure words between them, sometimes a second clause, "?" or "."; half per
+language, seed 29, each below the similarity threshold to every probe.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
@@ -27,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO / "workflow"), str(REPO / "bench")]
 
-from levers import unknown_records  # noqa: E402
+from levers import SYLLABLES_EN, SYLLABLES_ZH, unknown_records  # noqa: E402
 
 from xtflow.evaluate import SIMILAR, load_questions, similarity  # noqa: E402
 
@@ -124,6 +137,154 @@ def composed_identity(per_language: int = 150) -> dict[str, list[str]]:
     return out
 
 
+# second person -> third (she/her: one word for object and possessive); "this assistant" -> another thing
+EN_SWAP = [
+    (r"\b(are|r) (you|u)\b", r"is she"),
+    (r"\b(you|u) are\b", "she is"),
+    (r"\bwere you\b", "was she"),
+    (r"\b(do|did|have|can|could|would|will) (you|u)\b", r"\1 she"),
+    (r"\b(yourself|urself)\b", "herself"),
+    (r"\b(your|ur|you|u)\b", "her"),
+    (r"\bthis (assistant|bot|chatbot|model|AI|ai)\b", "that car"),
+]
+ZH_SWAP = [
+    ("你们", "她们"),
+    ("你", "她"),
+    ("您", "她"),
+    ("这个聊天机器人", "那辆车"),
+    ("这个机器人", "那辆车"),
+    ("这个助手", "那辆车"),
+    ("这个模型", "那辆车"),
+    ("这个AI", "那辆车"),
+]
+
+
+def other_person(question: str) -> str:
+    """The question asked about someone or something else (its greeting and suffix kept); unchanged when it
+    names no one."""
+    kept = [f for f in ("Sorry to bother you, ", ", if you don't mind?", "你好，") if f in question]
+    for i, frame in enumerate(kept):
+        question = question.replace(frame, f"\0{i}\0")
+    question = _swap(question)
+    for i, frame in enumerate(kept):
+        question = question.replace(f"\0{i}\0", frame)
+    return question
+
+
+def _swap(question: str) -> str:
+    if question.isascii():
+        for pattern, repl in EN_SWAP:
+            question = re.sub(pattern, repl, question, flags=re.IGNORECASE)
+        question = re.sub(r"\bdo she\b", "does she", question, flags=re.IGNORECASE)
+        question = re.sub(r"\bhave she\b", "has she", question, flags=re.IGNORECASE)
+        return question[0].upper() + question[1:]
+    for old, new in ZH_SWAP:
+        question = question.replace(old, new)
+    return question
+
+
+def minimal_pairs(count: int = 0, seed: int = 23) -> list[dict]:
+    from xtflow.general_set import UNKNOWN_ANSWER
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))["dataset"]["questions"]
+    composed = composed_identity()
+    probes = probe_questions()
+    pairs = []
+    for lang in ("en", "zh"):
+        for q in dict.fromkeys(config[lang] + composed[lang]):
+            other = other_person(q)
+            if other != q and other not in pairs and all(similarity(other, p) < SIMILAR for p in probes):
+                pairs.append(other)
+    if count:
+        pairs = random.Random(seed).sample(pairs, count)
+    return [{"conversation": [{"input": q, "output": UNKNOWN_ANSWER["en" if q.isascii() else "zh"][0]}]} for q in pairs]
+
+
+EN_START = [
+    "How do I",
+    "Why do",
+    "What is the best way to",
+    "Should I",
+    "Is it true that",
+    "How many",
+    "When did",
+    "Where can I",
+    "If a",
+    "What happens when",
+    "Does a",
+    "Can I",
+    "My",
+    "I think",
+    "What's a good",
+    "Do you like",
+]
+EN_JOIN = [", and", ", but", ", so", " if", " when"]
+ZH_START = [
+    "怎么",
+    "为什么",
+    "什么是",
+    "如何",
+    "一个",
+    "小明有",
+    "今天",
+    "我想",
+    "有没有",
+    "哪里有",
+    "多少",
+    "请问",
+    "是不是",
+    "你觉得",
+    "一共有",
+    "我的",
+]
+ZH_JOIN = ["，", "，但是", "，所以", "，如果", "，还有"]
+ZH_MEASURE = list("个米元只本斤天次")
+NUMBERS = [2, 3, 6, 8, 12, 20, 150, 400]
+
+
+def shaped_unknown(count: int = 384, seed: int = 29) -> list[dict]:
+    from xtflow.general_set import UNKNOWN_ANSWER
+
+    rng = random.Random(seed)
+    probes = probe_questions()
+
+    def en_clause() -> str:
+        words = []
+        for _ in range(rng.randint(1, 6)):
+            words.append(
+                str(rng.choice(NUMBERS))
+                if rng.random() < 0.15
+                else "".join(rng.choice(SYLLABLES_EN) for _ in range(rng.randint(1, 3)))
+            )
+        return " ".join(words)
+
+    def zh_clause() -> str:
+        out = ""
+        for _ in range(rng.randint(2, 12)):
+            if rng.random() < 0.12:
+                out += str(rng.choice(NUMBERS)) + rng.choice(ZH_MEASURE)
+            else:
+                out += rng.choice(SYLLABLES_ZH)
+        return out
+
+    records: list[dict] = []
+    while len(records) < count:
+        lang = "en" if len(records) % 2 == 0 else "zh"
+        if lang == "en":
+            q = rng.choice(EN_START) + " " + en_clause()
+            if rng.random() < 0.3:
+                q += rng.choice(EN_JOIN) + " " + en_clause()
+            q += rng.choice(["?", "?", "."])
+        else:
+            q = rng.choice(ZH_START) + zh_clause()
+            if rng.random() < 0.3:
+                q += rng.choice(ZH_JOIN) + zh_clause()
+            q += rng.choice(["？", "？", "。"])
+        if all(similarity(q, p) < SIMILAR for p in probes):
+            records.append({"conversation": [{"input": q, "output": UNKNOWN_ANSWER[lang][0]}]})
+    return records
+
+
 def framed_unknown(count: int = 192, seed: int = 777) -> list[dict]:
     rng = random.Random(seed)
     records = unknown_records(count, seed=seed)
@@ -139,7 +300,11 @@ def framed_unknown(count: int = 192, seed: int = 777) -> list[dict]:
 
 if __name__ == "__main__":
     kind, out = sys.argv[1], Path(sys.argv[2])
+    count = [int(n) for n in sys.argv[3:4]]
     if kind == "identity":
         out.write_text(yaml.safe_dump(composed_identity(), allow_unicode=True), encoding="utf-8")
+    elif kind in ("framed", "pairs", "shapes"):
+        make = {"framed": framed_unknown, "pairs": minimal_pairs, "shapes": shaped_unknown}[kind]
+        out.write_text(json.dumps(make(*count), ensure_ascii=False), encoding="utf-8")
     else:
-        out.write_text(json.dumps(framed_unknown(), ensure_ascii=False), encoding="utf-8")
+        sys.exit(f"composed_questions.py: unknown kind {kind!r} (identity, framed, pairs or shapes)")
