@@ -1,5 +1,5 @@
-"""Levers T-AA of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
-the same frames, as minimal pairs of identity questions, and in many shapes.
+"""Levers T-AB of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
+the same frames, as minimal pairs of identity questions, in many shapes, and made of real everyday words.
 
     python bench/lever_data/composed_questions.py identity OUT.yaml   # 150 en + 145 zh composed, after
                                                                       # more_identity_questions.yaml's 63
@@ -8,6 +8,8 @@ the same frames, as minimal pairs of identity questions, and in many shapes.
                                                                       # an identity question about someone else
     python bench/lever_data/composed_questions.py shapes OUT.json [N] # N (384) "I don't know" records of
                                                                       # sentences of many shapes and lengths
+    python bench/lever_data/composed_questions.py words OUT.json [N]  # N (384) "I don't know" records of
+                                                                      # everyday words in question forms
 
 `identity`: every prefix x question x suffix, shuffled (seed 19), kept only where it is below the evaluation's
 similarity threshold to every shipped and dev probe (identity and unrelated), to config/config.yaml's and
@@ -23,6 +25,9 @@ it is below the similarity threshold to every probe; N of them drawn with seed 2
 statement ("How do I", "What happens when", "小明有", "今天"), 1 to 6 made-up words or 2 to 12 characters
 drawn widely with numbers and measure words between them, sometimes a second clause, "?" or "."; half per
 language, seed 29, each below the similarity threshold to every probe.
+`words` (lever AB): "I don't know" records of real everyday words (WORDS_EN, WORDS_ZH) in 18 English and 17 Chinese
+question forms (WORD_FORMS_EN, WORD_FORMS_ZH); half per language, seed 31, no repeats, each below the similarity
+threshold to every probe.
 """
 
 from __future__ import annotations
@@ -285,6 +290,97 @@ def shaped_unknown(count: int = 384, seed: int = 29) -> list[dict]:
     return records
 
 
+# Lever AB: "I don't know" records made of real, everyday words in many question forms, where the negatives of
+# levers B-AA were made of made-up words: an unrelated question's words are real words, so made-up words alone
+# teach "unfamiliar word -> I don't know, real words -> identity". Words and forms are everyday ones chosen
+# without the probes; none of them is an identity word (you and I as subject only in "can you tell me" forms).
+# Forms that the general set answers (capitals, sums, units, colours, days, sizes, translations) are left out.
+WORDS_EN = {
+    "n": (
+        "bicycle kitchen garden umbrella window sandwich river mountain battery printer carpet guitar pillow bottle "
+        "ladder jacket candle bridge tomato onion pencil notebook laptop camera ticket airport hospital library "
+        "village forest island blanket mirror wallet engine kettle oven fridge sofa shoe sock rabbit turtle parrot "
+        "puppy bakery museum stadium recipe song movie poem painting letter email password keyboard lamp"
+    ).split(),
+    "v": (
+        "fix clean paint wash cook grow fold carry repair store choose sell build draw open close charge plant "
+        "feed decorate measure recycle replace borrow pack polish heat cool protect dry"
+    ).split(),
+    "a": "wet noisy slow cold heavy old dusty broken cheap expensive strange soft bright sticky loud warm".split(),
+}
+WORDS_ZH = {
+    "n": (
+        "自行车 厨房 花园 雨伞 窗户 三明治 河流 高山 电池 打印机 地毯 吉他 枕头 瓶子 梯子 夹克 "
+        "蜡烛 桥梁 西红柿 洋葱 铅笔 笔记本 电脑 相机 车票 火车 机场 医院 图书馆 村庄 森林 岛屿 "
+        "毯子 镜子 钱包 发动机 水壶 烤箱 冰箱 沙发 鞋子 袜子 盆栽 兔子 乌龟 鹦鹉 小狗 面包店 "
+        "博物馆 体育场 菜谱 歌曲 电影 诗歌 油画 信封 邮件 密码 键盘 台灯"
+    ).split(),
+    "v": (
+        "修 打扫 粉刷 清洗 煮 种 折叠 搬 修理 保存 挑选 卖 搭 画 "
+        "打开 关上 充电 喂 装饰 测量 回收 更换 借 打包 擦亮 加热 晾干"
+    ).split(),
+    "a": "湿 吵 慢 冷 重 旧 脏 破 便宜 贵 奇怪 软 亮 黏 响 脆 暖".split(),
+}
+WORD_FORMS_EN = [
+    "How do I {v} a {n}?",
+    "Why is my {n} so {a}?",
+    "What is the best {n} for a {n2}?",
+    "Where can I buy a {a} {n}?",
+    "Is it OK to {v} a {n} every day?",
+    "How long does it take to {v} a {n}?",
+    "What should I do if my {n} is {a}?",
+    "Which {n} is the most {a}?",
+    "How much does a {a} {n} cost?",
+    "When should I {v} the {n}?",
+    "Why do people {v} {n}s?",
+    "My {n} is {a}, what now?",
+    "Tell me something about {n}s.",
+    "How is a {n} made?",
+    "Where should I put the {n}?",
+    "Can you tell me how to {v} a {n}?",
+    "Do you know why a {n} gets {a}?",
+    "Any tips to {v} my {n}?",
+]
+WORD_FORMS_ZH = [
+    "怎么{v}{n}？",
+    "为什么我的{n}这么{a}？",
+    "哪里能买到{a}的{n}？",
+    "每天{v}{n}好吗？",
+    "{v}{n}要多久？",
+    "我的{n}{a}了怎么办？",
+    "最{a}的{n}是哪种？",
+    "一个{a}的{n}多少钱？",
+    "什么时候该{v}{n}？",
+    "为什么大家喜欢{v}{n}？",
+    "给我讲讲{n}吧。",
+    "{n}和{n2}有什么关系？",
+    "{n}是怎么做出来的？",
+    "{n}应该放在哪里？",
+    "你能教我怎么{v}{n}吗？",
+    "你知道{n}为什么会{a}吗？",
+    "有什么{v}{n}的小窍门？",
+]
+
+
+def worded_unknown(count: int = 384, seed: int = 31) -> list[dict]:
+    from xtflow.general_set import UNKNOWN_ANSWER
+
+    rng = random.Random(seed)
+    probes = probe_questions()
+    records: list[dict] = []
+    seen: set[str] = set()
+    while len(records) < count:
+        lang = "en" if len(records) % 2 == 0 else "zh"
+        words, forms = (WORDS_EN, WORD_FORMS_EN) if lang == "en" else (WORDS_ZH, WORD_FORMS_ZH)
+        n, n2 = rng.sample(words["n"], 2)
+        q = rng.choice(forms).format(n=n, n2=n2, v=rng.choice(words["v"]), a=rng.choice(words["a"]))
+        q = re.sub(r"\ba ([aeiou])", r"an \1", q)
+        if q not in seen and all(similarity(q, p) < SIMILAR for p in probes):
+            seen.add(q)
+            records.append({"conversation": [{"input": q, "output": UNKNOWN_ANSWER[lang][0]}]})
+    return records
+
+
 def framed_unknown(count: int = 192, seed: int = 777) -> list[dict]:
     rng = random.Random(seed)
     records = unknown_records(count, seed=seed)
@@ -298,13 +394,15 @@ def framed_unknown(count: int = 192, seed: int = 777) -> list[dict]:
     return records
 
 
+# the kinds that write "I don't know" records
+UNKNOWN_KINDS = {"framed": framed_unknown, "pairs": minimal_pairs, "shapes": shaped_unknown, "words": worded_unknown}
+
 if __name__ == "__main__":
     kind, out = sys.argv[1], Path(sys.argv[2])
     count = [int(n) for n in sys.argv[3:4]]
     if kind == "identity":
         out.write_text(yaml.safe_dump(composed_identity(), allow_unicode=True), encoding="utf-8")
-    elif kind in ("framed", "pairs", "shapes"):
-        make = {"framed": framed_unknown, "pairs": minimal_pairs, "shapes": shaped_unknown}[kind]
-        out.write_text(json.dumps(make(*count), ensure_ascii=False), encoding="utf-8")
+    elif kind in UNKNOWN_KINDS:
+        out.write_text(json.dumps(UNKNOWN_KINDS[kind](*count), ensure_ascii=False), encoding="utf-8")
     else:
-        sys.exit(f"composed_questions.py: unknown kind {kind!r} (identity, framed, pairs or shapes)")
+        sys.exit(f"composed_questions.py: unknown kind {kind!r} (identity, framed, pairs, shapes or words)")
