@@ -1,4 +1,4 @@
-"""Levers T-AB of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
+"""Levers T-AE of docs/evaluation.md: identity questions composed from parts, and "I don't know" records in
 the same frames, as minimal pairs of identity questions, in many shapes, and made of real everyday words.
 
     python bench/lever_data/composed_questions.py identity OUT.yaml   # 150 en + 145 zh composed, after
@@ -21,11 +21,11 @@ a frame alone does not mean "identity" (the Chinese half are the questions of th
 ("Who are you?" -> "Who is she?", "这个机器人是谁做的？" -> "那辆车是谁做的？"), answered "I don't know", so that
 the words of an identity question without the assistant as its subject do not mean "identity"; kept only where
 it is below the similarity threshold to every probe; N of them drawn with seed 23.
-`shapes` (levers Y, Z, AA): "I don't know" records whose form varies as open questions do: a start of a question or a
+`shapes` (levers Y-AA, AC-AE): "I don't know" records whose form varies as open questions do: a start of a question or a
 statement ("How do I", "What happens when", "小明有", "今天"), 1 to 6 made-up words or 2 to 12 characters
 drawn widely with numbers and measure words between them, sometimes a second clause, "?" or "."; half per
 language, seed 29, each below the similarity threshold to every probe.
-`words` (lever AB): "I don't know" records of real everyday words (WORDS_EN, WORDS_ZH) in 18 English and 17 Chinese
+`words` (levers AB-AE): "I don't know" records of real everyday words (WORDS_EN, WORDS_ZH) in 18 English and 17 Chinese
 question forms (WORD_FORMS_EN, WORD_FORMS_ZH); half per language, seed 31, no repeats, each below the similarity
 threshold to every probe.
 """
