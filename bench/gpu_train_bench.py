@@ -84,14 +84,10 @@ TARGET_RATIO, TARGET_PEAK_MB = 5.0, 24 * 1024  # the issue's: recipe >= 5x stock
 def recipe_settings(data: Path, model: Path, *overlays: Path) -> XtunerSettings:
     """config/internlm2_chat_1_8b.yaml and then `overlays` over the embedded default, merged by Snakemake's own
     `update_config` as `--configfile` merges them, validated as the workflow does."""
-    from snakemake.utils import update_config
-
-    from xtflow.settings import load_config_file, validate
+    from xtflow.settings import load_config_file, merge_config_files, validate
     from xtflow.xtuner_config import settings_from_config
 
-    merged = load_config_file(REPO / "config" / "config.yaml")
-    for path in (RECIPE, *overlays):
-        update_config(merged, load_config_file(path))
+    merged = merge_config_files(load_config_file(REPO / "config" / "config.yaml"), [RECIPE, *overlays])
     return settings_from_config(validate(merged)["xtuner"], model_path=model, data_path=data)
 
 

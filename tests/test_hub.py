@@ -9,6 +9,7 @@ HF_ENDPOINT and HF_HUB_OFFLINE when it is imported.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -265,10 +266,8 @@ def incomplete_sizes(blobs: Path) -> list[int]:
     """The sizes of the client's unfinished blobs; one that is moved into place while this looks is skipped."""
     sizes = []
     for f in blobs.glob("*.incomplete"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             sizes.append(f.stat().st_size)
-        except FileNotFoundError:
-            pass
     return sizes
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import default_config, set_key, snakemake, write_config
 from xtflow.errors import XtflowError
-from xtflow.settings import validate
+from xtflow.settings import merge_config_files, validate
 
 
 def test_embedded_default_is_valid_and_defaults_are_filled() -> None:
@@ -79,17 +79,6 @@ def gpu_recipe_files(recipe: str) -> list[Path]:
     from conftest import REPO
 
     return [REPO / "config" / name for name in GPU_RECIPES[recipe]]
-
-
-def merge_config_files(config: dict, files: list[Path]) -> dict:
-    """`files` merged into `config` in order, as Snakemake merges `--configfile`'s files."""
-    from snakemake.utils import update_config
-
-    from xtflow.settings import load_config_file
-
-    for path in files:
-        update_config(config, load_config_file(path))
-    return config
 
 
 @pytest.mark.parametrize("recipe", sorted(GPU_RECIPES))

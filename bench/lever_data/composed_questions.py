@@ -247,11 +247,26 @@ ZH_MEASURE = list("个米元只本斤天次")
 NUMBERS = [2, 3, 6, 8, 12, 20, 150, 400]
 
 
-def shaped_unknown(count: int = 384, seed: int = 29) -> list[dict]:
+def drawn_unknown(count: int, draw, unique: bool = False) -> list[dict]:
+    """`count` "I don't know" records, English and Chinese in turn, of questions `draw(lang)` makes; one below the
+    similarity threshold to every probe (and, if `unique`, not drawn before) is kept, any other drawn again."""
     from xtflow.general_set import UNKNOWN_ANSWER
 
-    rng = random.Random(seed)
     probes = probe_questions()
+    kept: list[str] = []
+    while len(kept) < count:
+        lang = "en" if len(kept) % 2 == 0 else "zh"
+        q = draw(lang)
+        if not (unique and q in kept) and all(similarity(q, p) < SIMILAR for p in probes):
+            kept.append(q)
+    return [
+        {"conversation": [{"input": q, "output": UNKNOWN_ANSWER["en" if i % 2 == 0 else "zh"][0]}]}
+        for i, q in enumerate(kept)
+    ]
+
+
+def shaped_unknown(count: int = 384, seed: int = 29) -> list[dict]:
+    rng = random.Random(seed)
 
     def en_clause() -> str:
         words = []
@@ -272,22 +287,18 @@ def shaped_unknown(count: int = 384, seed: int = 29) -> list[dict]:
                 out += rng.choice(SYLLABLES_ZH)
         return out
 
-    records: list[dict] = []
-    while len(records) < count:
-        lang = "en" if len(records) % 2 == 0 else "zh"
+    def draw(lang: str) -> str:
         if lang == "en":
             q = rng.choice(EN_START) + " " + en_clause()
             if rng.random() < 0.3:
                 q += rng.choice(EN_JOIN) + " " + en_clause()
-            q += rng.choice(["?", "?", "."])
-        else:
-            q = rng.choice(ZH_START) + zh_clause()
-            if rng.random() < 0.3:
-                q += rng.choice(ZH_JOIN) + zh_clause()
-            q += rng.choice(["？", "？", "。"])
-        if all(similarity(q, p) < SIMILAR for p in probes):
-            records.append({"conversation": [{"input": q, "output": UNKNOWN_ANSWER[lang][0]}]})
-    return records
+            return q + rng.choice(["?", "?", "."])
+        q = rng.choice(ZH_START) + zh_clause()
+        if rng.random() < 0.3:
+            q += rng.choice(ZH_JOIN) + zh_clause()
+        return q + rng.choice(["？", "？", "。"])
+
+    return drawn_unknown(count, draw)
 
 
 # Lever AB: "I don't know" records made of real, everyday words in many question forms, where the negatives of
@@ -363,22 +374,15 @@ WORD_FORMS_ZH = [
 
 
 def worded_unknown(count: int = 384, seed: int = 31) -> list[dict]:
-    from xtflow.general_set import UNKNOWN_ANSWER
-
     rng = random.Random(seed)
-    probes = probe_questions()
-    records: list[dict] = []
-    seen: set[str] = set()
-    while len(records) < count:
-        lang = "en" if len(records) % 2 == 0 else "zh"
+
+    def draw(lang: str) -> str:
         words, forms = (WORDS_EN, WORD_FORMS_EN) if lang == "en" else (WORDS_ZH, WORD_FORMS_ZH)
         n, n2 = rng.sample(words["n"], 2)
         q = rng.choice(forms).format(n=n, n2=n2, v=rng.choice(words["v"]), a=rng.choice(words["a"]))
-        q = re.sub(r"\ba ([aeiou])", r"an \1", q)
-        if q not in seen and all(similarity(q, p) < SIMILAR for p in probes):
-            seen.add(q)
-            records.append({"conversation": [{"input": q, "output": UNKNOWN_ANSWER[lang][0]}]})
-    return records
+        return re.sub(r"\ba ([aeiou])", r"an \1", q)
+
+    return drawn_unknown(count, draw, unique=True)
 
 
 def framed_unknown(count: int = 192, seed: int = 777) -> list[dict]:
