@@ -97,7 +97,6 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-
 def merge_config_files(config: dict[str, Any], files: list[Path]) -> dict[str, Any]:
     """`files` merged into `config` in order, as Snakemake merges `--configfile`'s files (its own
     `update_config`: nested mappings merged key by key); returns `config`."""
@@ -106,6 +105,7 @@ def merge_config_files(config: dict[str, Any], files: list[Path]) -> dict[str, A
     for path in files:
         update_config(config, load_config_file(path))
     return config
+
 
 def _leaves(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(node, Mapping):
